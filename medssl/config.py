@@ -1,0 +1,311 @@
+"""Typed run configuration: YAML files in configs/, `--set key.path=value` overrides.
+
+Every section is a dataclass; loading checks each key and value against it, so an unknown key
+or an invalid value fails at load time with its dotted path and the allowed values, never
+half-way through a training run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+from medssl.errors import ConfigError
+
+
+# ----------------------------------------------------------------------------- sections
+@dataclass
+class DataConfig:
+    manifest: Optional[str] = None          # manifest CSV/Parquet (paths relative to it or data_root)
+    data_root: Optional[str] = None         # where relative image paths resolve; default: manifest dir
+    budgets: Optional[str] = None           # labeled-subset table (path, budget, seed); default beside manifest
+    labels: Optional[list[str]] = None      # label columns to use; default: all discovered
+    modality: Literal["xray", "ct", "mr"] = "xray"
+    views: Optional[list[str]] = None       # keep only these views (e.g. [PA, AP]); None keeps all
+    val: float = 0.1                         # patient fractions for `medssl split`
+    test: float = 0.1
+    split_seed: int = 0
+
+
+@dataclass
+class CacheConfig:
+    dir: Optional[str] = None               # default: <manifest dir>/cache-<size>
+    size: int = 256                          # square side in pixels; aspect kept by padding
+    dtype: Literal["uint8", "uint16"] = "uint8"
+    window: str = "voi"                      # "voi", "none", or "center,width"
+    shard_size: int = 4096                   # images per shard file
+    workers: int = 0                         # 0 = all cores
+    on_error: Literal["raise", "skip"] = "raise"
+
+
+@dataclass
+class AugmentConfig:
+    policy: str = "xray-default"             # named policy (see medssl.augment.POLICIES)
+    params: dict = field(default_factory=dict)  # per-transform overrides, e.g. {rotate: {degrees: 5}}
+    force_unsafe: bool = False               # allow transforms refused for the modality (logged loudly)
+    on_device: Literal["auto", "cpu", "gpu"] = "auto"  # batch augmentation on the accelerator
+
+
+@dataclass
+class ModelConfig:
+    arch: Literal["resnet18", "resnet34", "resnet50", "densenet121"] = "resnet18"
+    in_channels: Literal[1, 3] = 1
+    input_size: int = 224
+    channels_last: bool = False
+
+
+@dataclass
+class SSLConfig:
+    method: Literal["mocov2", "simclr", "byol", "triplet"] = "mocov2"
+    pairs: Literal["instance", "micle"] = "instance"
+    pair_scope: Literal["patient", "study"] = "patient"
+    pair_views: Optional[list[str]] = None
+    temperature: float = 0.2
+    queue_size: int = 4096
+    momentum: float = 0.999                  # MoCo key encoder / BYOL target EMA
+    proj_hidden: int = 2048
+    proj_dim: int = 128
+    pred_hidden: int = 4096                  # BYOL predictor
+    margin: float = 0.5                      # triplet
+    shuffle_bn: bool = True                  # MoCo: shuffle BN across ranks (or SyncBN)
+    monitor_every_n_epochs: int = 1          # kNN/linear AUC on a labeled val set when one exists
+
+
+@dataclass
+class OptimConfig:
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.03
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    warmup_epochs: float = 0.0
+    step_milestones: list[float] = field(default_factory=lambda: [0.6, 0.8])  # fractions of training
+    step_gamma: float = 0.1
+
+
+@dataclass
+class TrainerConfig:
+    output_dir: str = "runs/pretrain"
+    max_epochs: int = 100
+    max_steps: int = -1
+    batch_size: int = 256                    # per device
+    accumulate_grad_batches: int = 1
+    precision: str = "32-true"               # "bf16-mixed" on GPUs that support it
+    accelerator: str = "auto"
+    devices: Union[int, str] = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    num_workers: int = 4
+    seed: int = 0
+    deterministic: bool = False
+    log_every_n_steps: int = 10
+    compile: bool = False
+    progress_bar: bool = True
+
+
+@dataclass
+class FinetuneConfig:
+    init: str = "random"                     # "random", a medssl checkpoint, or a plain state dict
+    mode: Literal["linear", "full"] = "linear"
+    uncertainty: Literal["ignore", "zeros", "ones"] = "ignore"   # CheXpert U-Ignore / U-Zeros / U-Ones
+    blank: Literal["negative", "ignore"] = "negative"
+    class_weights: bool = False
+    budget: Optional[Union[int, float]] = None   # labeled images (int) or fraction (float); None = all
+    budget_seed: int = 0
+    epochs: int = 30
+    lr: float = 1e-3
+    encoder_lr_mult: float = 0.1              # full fine-tuning: encoder lr = lr * this
+    weight_decay: float = 1e-4
+    batch_size: int = 64
+    precompute_features: bool = True          # linear probe: encode once, train the head on features
+
+
+@dataclass
+class EvaluateConfig:
+    tasks: Optional[list[str]] = None         # default: CheXpert five when present, else all labels
+    bootstrap: int = 1000
+    ci: float = 0.95
+    seed: int = 0
+
+
+@dataclass
+class StudyConfig:
+    output_dir: str = "runs/study"
+    budgets: list[Union[int, float]] = field(default_factory=lambda: [250, 500, 1000, 2500, 5000, 10000])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    inits: dict = field(default_factory=lambda: {"random": "random"})  # name -> "random" | checkpoint path
+    modes: list[str] = field(default_factory=lambda: ["linear", "full"])
+
+
+@dataclass
+class Config:
+    name: str = "medssl"
+    seed: int = 0
+    salt_env: str = "MEDSSL_SALT"             # env var holding the pseudonymisation salt
+    data: DataConfig = field(default_factory=DataConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    ssl: SSLConfig = field(default_factory=SSLConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
+
+
+# ----------------------------------------------------------------------------- conversion
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _coerce(value: Any, tp, path: str):
+    """Check/convert one value against a type annotation; raise ConfigError naming `path`."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin is Literal:
+        for allowed in args:
+            if value == allowed and type(value) is type(allowed):
+                return allowed
+        # YAML gives "1" for 1 only when quoted; accept exact string forms of numeric literals
+        for allowed in args:
+            if isinstance(value, str) and str(allowed) == value:
+                return allowed
+        raise ConfigError(f"{path}: {value!r} is not allowed; choose one of {list(args)}")
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, path)
+            except ConfigError as e:
+                errors.append(str(e))
+        allowed = " or ".join(_type_name(a) for a in args)
+        raise ConfigError(f"{path}: {value!r} is not a valid {allowed}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, path)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        (item,) = args or (Any,)
+        return [_coerce(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{path}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{path}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{path}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{path}: expected a string, got {value!r}")
+    return value
+
+
+def from_dict(cls, data: dict, path: str = ""):
+    """Build dataclass `cls` from a mapping; unknown keys and bad values raise ConfigError."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        where = f"{path}.{key}" if path else str(key)
+        if key not in hints:
+            raise ConfigError(f"unknown config key '{where}'; allowed keys here: {sorted(names)}")
+        kwargs[key] = _coerce(value, hints[key], where)
+    return cls(**kwargs)
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def _parse_scalar(text: str):
+    """`--set` values are YAML scalars/flow collections: 5, 0.1, true, null, [1, 2], {a: 1}."""
+    return yaml.safe_load(text) if text != "" else ""
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply `a.b.c=value` strings to a nested dict (new keys are checked later by from_dict)."""
+    data = dict(data)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key.path=value")
+        key, text = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = data
+        for p in parts[:-1]:
+            child = node.get(p)
+            child = dict(child) if isinstance(child, dict) else {}
+            node[p] = child
+            node = child
+        node[parts[-1]] = _parse_scalar(text)
+    return data
+
+
+def _nested_copy(d):
+    return {k: _nested_copy(v) if isinstance(v, dict) else v for k, v in d.items()}
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (or the defaults when path is None) and apply `--set` overrides."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist (see configs/ for examples)")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from e
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of sections")
+    data = apply_overrides(_nested_copy(data), overrides or [])
+    cfg = from_dict(Config, data)
+    _check_values(cfg)
+    return cfg
+
+
+def _check_values(cfg: Config) -> None:
+    """Range checks that types alone cannot express."""
+    if not 0 <= cfg.data.val < 1 or not 0 <= cfg.data.test < 1 or cfg.data.val + cfg.data.test >= 1:
+        raise ConfigError("data.val and data.test must be fractions in [0, 1) that sum to less than 1")
+    if cfg.cache.size < 8:
+        raise ConfigError(f"cache.size: {cfg.cache.size} is too small; use e.g. 256 or 512")
+    if cfg.trainer.batch_size < 2:
+        raise ConfigError("trainer.batch_size must be >= 2 (contrastive losses need negatives)")
+    if cfg.ssl.temperature <= 0:
+        raise ConfigError("ssl.temperature must be > 0")
+    if not 0 <= cfg.ssl.momentum < 1:
+        raise ConfigError("ssl.momentum must be in [0, 1)")
+    for b in cfg.study.budgets:
+        if isinstance(b, float) and not 0 < b <= 1:
+            raise ConfigError(f"study.budgets: fraction {b} must be in (0, 1]; use an int for a count")
+        if isinstance(b, int) and b < 1:
+            raise ConfigError(f"study.budgets: count {b} must be >= 1")
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
