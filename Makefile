@@ -7,7 +7,7 @@ TORCH_PIN ?= torch==2.13.0
 # pytest workers: the CI machine has 2 cores.
 TEST_WORKERS ?= 2
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean fuzz bench
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -26,3 +26,10 @@ test: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) medssl-demo .pytest_cache .hypothesis
+
+# A longer reader fuzz campaign than the test suite runs (see tests/io/test_fuzz.py).
+fuzz: $(VENV)/.installed
+	MEDSSL_FUZZ_CASES=$${MEDSSL_FUZZ_CASES:-50000} $(PY) -m pytest -q -p no:xdist tests/io/test_fuzz.py -s
+
+bench: $(VENV)/.installed
+	$(VENV)/bin/medssl bench all --out bench/results.json
