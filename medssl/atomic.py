@@ -77,11 +77,12 @@ def write_json(target: str | os.PathLike, obj, *, indent: int = 2) -> Path:
 
 
 def write_table(target: str | os.PathLike, df) -> Path:
-    """Write a pandas DataFrame as CSV or Parquet (by suffix), atomically, without the index."""
+    """Write a pandas DataFrame as CSV, gzipped CSV or Parquet (by suffix), atomically, without the index."""
     target = Path(target)
     with atomic_path(target) as tmp:
         if target.suffix == ".parquet":
             df.to_parquet(tmp, index=False)
         else:
-            df.to_csv(tmp, index=False)
+            # the temp name ends in .tmp, so pandas cannot infer compression from it
+            df.to_csv(tmp, index=False, compression="gzip" if target.suffix == ".gz" else None)
     return target

@@ -41,7 +41,7 @@ from medssl.manifest.schema import label_columns
 SPLITS = ("train", "val", "test")
 #: Official split names we accept with `keep_existing` and their medssl name.
 SPLIT_SYNONYMS = {"train": "train", "training": "train", "val": "val", "valid": "val",
-                  "validation": "val", "dev": "val", "test": "test", "testing": "test"}
+                  "validation": "val", "validate": "val", "dev": "val", "test": "test", "testing": "test"}
 BUDGET_COLUMNS = ("path", "budget", "seed")
 _SPLIT_SALT = 0x5B117
 _SUBSET_SALT = 0xB0D6E7

@@ -25,6 +25,12 @@ def _shared_data_dir() -> Path | None:
     return None
 
 
+@pytest.fixture(autouse=True)
+def _isolated_medssl_home(tmp_path_factory, monkeypatch):
+    """Tests never create or read the user's real pseudonymisation salt file."""
+    monkeypatch.setenv("MEDSSL_HOME", str(tmp_path_factory.mktemp("medssl_home")))
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     d = _shared_data_dir()

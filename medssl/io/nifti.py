@@ -1,0 +1,248 @@
+"""NIfTI-1/2 reader (nibabel), volumes in one documented orientation.
+
+Axis convention of every volume medssl returns, (D, H, W) = (superior->inferior,
+anterior->posterior, patient right->left): the data are first reoriented to RAS+ with
+`nibabel.as_closest_canonical`, then flipped and transposed, so that
+  pixels[k]       is an axial slice as a radiologist views it (top = anterior, image left = patient right),
+  pixels[:, j, :] is a coronal slice (top = superior, image left = patient right),
+  pixels[:, :, i] is a sagittal slice (top = superior, image left = anterior).
+In nibabel axis codes the returned array is ("I", "P", "L") ordered as (D, H, W).
+scl_slope/scl_inter are applied by nibabel, so CT volumes come out in HU.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from medssl.errors import MedsslError, ReaderError
+from medssl.io.image import META_KEYS, Image
+from medssl.io.limits import check_declared_size, check_float32_range
+from medssl.io.window import apply_window, parse_window, scale_full_range, scale_range
+
+SUFFIXES = (".nii", ".nii.gz")
+
+#: Named slice axes of a (D, H, W) volume.
+SLICE_AXES = {"axial": 0, "coronal": 1, "sagittal": 2}
+
+
+def is_nifti_name(path) -> bool:
+    return str(path).lower().endswith(SUFFIXES)
+
+
+def _load(path):
+    import nibabel as nib
+
+    if not Path(path).is_file():
+        raise ReaderError(path, "no such file; check the path")
+    try:
+        # nibabel logs (to stderr) each header field it repairs on load, e.g. a bad vox_offset;
+        # medssl's own checks below decide whether the file is usable, so silence that logger.
+        logger, disabled = nib.imageglobals.logger, nib.imageglobals.logger.disabled
+        logger.disabled = True
+        try:
+            img = nib.load(str(path))
+        finally:
+            logger.disabled = disabled
+    except MedsslError:
+        raise
+    except Exception as e:
+        raise ReaderError(path, f"not a readable NIfTI file ({type(e).__name__}: {e}); the header is corrupt "
+                                "or the file is truncated: re-export it (e.g. with dcm2niix)") from None
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise ReaderError(path, f"{type(img).__name__} is not NIfTI; save it as .nii/.nii.gz")
+    return img
+
+
+def _spatial_shape(path, img, frame) -> tuple[tuple[int, ...], tuple]:
+    """(spatial shape (2 or 3 dims), index into the data array selecting it)."""
+    shape = tuple(int(d) for d in img.shape)
+    if len(shape) < 2:
+        raise ReaderError(path, f"{len(shape)}D NIfTI of shape {shape}; expected a 2D image or a 3D volume")
+    extra = shape[3:]
+    while extra and extra[-1] == 1:
+        extra = extra[:-1]
+    if len(extra) > 1:
+        raise ReaderError(path, f"{len(shape)}D NIfTI of shape {shape}; only 2D, 3D and 4D (one volume per "
+                                "frame=) are supported: split it into 3D volumes (e.g. `fslsplit`)")
+    if extra:
+        if frame is None:
+            raise ReaderError(path, f"4D NIfTI of shape {shape} where a 2D image or 3D volume was expected; "
+                                    f"pass frame=N (0..{extra[0] - 1}) to read one volume")
+        if not 0 <= int(frame) < extra[0]:
+            raise ReaderError(path, f"frame {frame} out of range: the file has {extra[0]} volumes")
+    elif frame not in (None, 0):
+        raise ReaderError(path, f"frame {frame} requested but the file is a single {len(shape[:3])}D volume")
+    index = (slice(None),) * min(3, len(shape)) + tuple(
+        (int(frame) if (i == 0 and extra) else 0) for i in range(len(shape) - 3))
+    return shape[:3], index
+
+
+def _check_dtype(path, img) -> None:
+    dtype = img.get_data_dtype()
+    if dtype.fields is not None or dtype.kind not in "biuf":
+        raise ReaderError(path, f"NIfTI data type {dtype} (datatype code {int(img.header['datatype'])}) is not "
+                                "a real-valued scalar type; convert it to int16/float32")
+
+
+def _to_dhw(data_ras: np.ndarray) -> np.ndarray:
+    """RAS+ (i, j, k) array -> (D, H, W) = (S->I, A->P, R->L), see the module docstring."""
+    return data_ras[::-1, ::-1, ::-1].transpose(2, 1, 0)
+
+
+def _canonical(path, img, frame) -> tuple[np.ndarray, tuple[float, ...]]:
+    """Spatial data (float64, DHW, 2D squeezed) and its spacing in mm."""
+    import nibabel as nib
+
+    spatial, index = _spatial_shape(path, img, frame)
+    data = np.asarray(img.dataobj[index], dtype=np.float64).reshape(spatial)
+    if data.ndim == 2:
+        data = data[:, :, None]
+    canonical = nib.as_closest_canonical(nib.Nifti1Image(data, img.affine))
+    ras = np.asarray(canonical.dataobj, dtype=np.float64)
+    zooms = tuple(float(z) for z in canonical.header.get_zooms()[:3])
+    pixels, spacing = _to_dhw(ras), (zooms[2], zooms[1], zooms[0])
+    singles = [a for a in range(3) if pixels.shape[a] == 1]
+    if len(singles) == 1:  # a 2D image (or single slice) stored as NIfTI: return it as (H, W)
+        pixels = np.take(pixels, 0, axis=singles[0])
+        spacing = tuple(s for a, s in enumerate(spacing) if a != singles[0])
+    return pixels, spacing
+
+
+def _cal_range(img) -> tuple[float, float] | None:
+    try:
+        lo, hi = float(img.header["cal_min"]), float(img.header["cal_max"])
+    except Exception:
+        return None
+    return (lo, hi) if math.isfinite(lo) and math.isfinite(hi) and hi > lo else None
+
+
+def select_slice(path, pixels: np.ndarray, spacing, slice_axis=None, slice_index=None):
+    """Cut a 2D slice out of a (D, H, W) volume; returns (pixels, spacing).
+
+    slice_axis: 0/1/2 or "axial"/"coronal"/"sagittal" (default axial when only slice_index
+    is given); slice_index: int, "middle" (default) or "all" (keep the stack). 2D input is
+    returned unchanged.
+    """
+    if (slice_axis is None and slice_index is None) or pixels.ndim != 3:
+        return pixels, spacing
+    axis = 0 if slice_axis is None else SLICE_AXES.get(str(slice_axis).lower(), slice_axis)
+    if axis not in (0, 1, 2) or isinstance(axis, bool):
+        raise ReaderError(path, f"slice_axis {slice_axis!r}: use 0/1/2 or " + "/".join(SLICE_AXES))
+    if slice_index == "all":
+        return pixels, spacing
+    n = pixels.shape[axis]
+    if slice_index is None or slice_index == "middle":
+        index = n // 2
+    else:
+        try:
+            index = int(slice_index)
+        except (TypeError, ValueError):
+            raise ReaderError(path, f"slice_index {slice_index!r}: use an int, 'middle' or 'all'") from None
+        if not 0 <= index < n:
+            raise ReaderError(path, f"slice_index {index} out of range for axis {axis} with {n} slices")
+    out = np.take(pixels, index, axis=axis)
+    if spacing is not None and len(spacing) == 3:
+        spacing = tuple(s for a, s in enumerate(spacing) if a != axis)
+    return out, spacing
+
+
+def read_nifti(path, *, frame: int | None = None, window="voi", slice_axis=None, slice_index=None,
+               max_pixels: int | None = None) -> Image:
+    """Read a .nii/.nii.gz into an Image: (D, H, W) volume, or (H, W) for 2D files or a slice.
+
+    frame picks the volume of a 4D file. "voi" uses the header's cal_min/cal_max display
+    range when set, else the volume's full range (computed before slicing, so slices of
+    one volume share a scale). Raises ReaderError/ImageTooLargeError.
+    """
+    spec = parse_window(window)
+    img = _load(path)
+    try:
+        spatial, _ = _spatial_shape(path, img, frame)
+        check_declared_size(path, spatial, max_pixels, what="NIfTI volume")
+        _check_dtype(path, img)
+        values, spacing = _canonical(path, img, frame)
+    except (MedsslError, MemoryError):
+        raise
+    except Exception as e:
+        raise ReaderError(path, f"cannot read NIfTI data ({type(e).__name__}: {e}); the file is corrupt or "
+                                "truncated: re-export it") from None
+    if not np.isfinite(values).all():
+        bad = int((~np.isfinite(values)).sum())
+        raise ReaderError(path, f"{bad} voxel(s) are NaN/Inf (or scl_slope/scl_inter make them so); fix the "
+                                "volume (e.g. replace NaN with the background value) before using it")
+    if spec == "none":
+        check_float32_range(path, values)
+    meta = dict.fromkeys(META_KEYS)
+    meta["source_format"] = "nifti"
+    if spec == "none":
+        out, meta["units"] = values, "raw"
+    else:
+        if spec == "voi":
+            cal = _cal_range(img)
+            out = scale_range(values, *cal) if cal else scale_full_range(values)
+        else:
+            out = apply_window(values, *spec)
+        meta["units"] = "unit"
+    out, spacing = select_slice(path, out, spacing, slice_axis, slice_index)
+    meta["spacing"] = tuple(float(s) for s in spacing) if spacing else None
+    return Image(np.ascontiguousarray(out, dtype=np.float32), meta)
+
+
+def read_nifti_header(path) -> dict:
+    """META_KEYS plus `shape`: (D, H, W) as read_image returns it ((T, D, H, W) for 4D), header only."""
+    import nibabel as nib
+
+    img = _load(path)
+    meta = dict.fromkeys(META_KEYS)
+    meta["source_format"] = "nifti"
+    try:
+        shape = tuple(int(d) for d in img.shape)
+        zooms = tuple(float(z) for z in img.header.get_zooms())
+        if len(shape) >= 2:
+            spatial = shape[:3] + (1,) * (3 - len(shape[:3]))
+            ornt = nib.io_orientation(img.affine)
+            ras_shape, ras_zoom = [0, 0, 0], [0.0, 0.0, 0.0]
+            for axis in range(3):
+                ras_shape[int(ornt[axis, 0])] = spatial[axis]
+                ras_zoom[int(ornt[axis, 0])] = zooms[axis] if axis < len(zooms) else 1.0
+            dhw, spacing = tuple(reversed(ras_shape)), tuple(reversed(ras_zoom))
+            singles = [a for a in range(3) if dhw[a] == 1]
+            if len(singles) == 1:
+                dhw = tuple(d for a, d in enumerate(dhw) if a != singles[0])
+                spacing = tuple(z for a, z in enumerate(spacing) if a != singles[0])
+            extra = tuple(d for d in shape[3:] if d != 1)
+            meta["shape"] = extra + dhw
+            meta["spacing"] = spacing
+        else:
+            meta["shape"] = shape
+    except Exception:
+        meta["shape"] = None
+    return meta
+
+
+def extract_patch(volume: np.ndarray, center, size, fill: float = 0.0) -> np.ndarray:
+    """A patch of shape `size` around voxel `center` of a 2D/3D array, padded with `fill` outside.
+
+    size: int (same on every axis) or one int per axis; the patch on each axis spans
+    [center - size // 2, center - size // 2 + size). Same dtype as `volume`.
+    """
+    volume = np.asarray(volume)
+    ndim = volume.ndim
+    sizes = (int(size),) * ndim if np.isscalar(size) else tuple(int(s) for s in size)
+    center = tuple(int(c) for c in center)
+    if len(sizes) != ndim or len(center) != ndim or any(s < 1 for s in sizes):
+        raise ValueError(f"center {center} and size {sizes} must have {ndim} entries, sizes >= 1")
+    out = np.full(sizes, fill, dtype=volume.dtype)
+    src, dst = [], []
+    for c, s, n in zip(center, sizes, volume.shape):
+        start = c - s // 2
+        lo, hi = max(start, 0), min(start + s, n)
+        if hi <= lo:
+            return out
+        src.append(slice(lo, hi))
+        dst.append(slice(lo - start, hi - start))
+    out[tuple(dst)] = volume[tuple(src)]
+    return out
