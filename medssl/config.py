@@ -73,8 +73,14 @@ class SSLConfig:
     proj_dim: int = 128
     pred_hidden: int = 4096                  # BYOL predictor
     margin: float = 0.5                      # triplet
+    triplet_distance: Literal["euclidean", "cosine"] = "euclidean"  # on L2-normalised embeddings
+    mask_same_patient: bool = True           # drop negatives from the anchor's own patient (MoCo queue, SimCLR batch)
     shuffle_bn: bool = True                  # MoCo: shuffle BN across ranks (or SyncBN)
     monitor_every_n_epochs: int = 1          # kNN/linear AUC on a labeled val set when one exists
+    monitor: Literal["knn", "logreg"] = "knn"  # val monitor: kNN or logistic regression, patient-grouped CV
+    monitor_max_images: int = 2000           # val images the monitor encodes (random subset beyond this)
+    momentum_schedule: Literal["auto", "constant", "cosine"] = "auto"  # auto: cosine ramp to 1 for byol
+    collapse_threshold: float = 0.01         # warn when feat_std (std of L2-normalised features) falls below
 
 
 @dataclass
@@ -87,6 +93,7 @@ class OptimConfig:
     warmup_epochs: float = 0.0
     step_milestones: list[float] = field(default_factory=lambda: [0.6, 0.8])  # fractions of training
     step_gamma: float = 0.1
+    min_lr_ratio: float = 0.0                # cosine decays to lr * this
 
 
 @dataclass
@@ -107,6 +114,8 @@ class TrainerConfig:
     log_every_n_steps: int = 10
     compile: bool = False
     progress_bar: bool = True
+    checkpoint_every_n_steps: int = 500      # last.ckpt also every N optimizer steps (0: epoch ends only)
+    prefetch_factor: int = 4                 # batches each DataLoader worker keeps ready
 
 
 @dataclass
@@ -123,7 +132,8 @@ class FinetuneConfig:
     encoder_lr_mult: float = 0.1              # full fine-tuning: encoder lr = lr * this
     weight_decay: float = 1e-4
     batch_size: int = 64
-    precompute_features: bool = True          # linear probe: encode once, train the head on features
+    precompute_features: bool = True          # linear probe: cache encoder features on disk, reused across cells
+    feature_dir: Optional[str] = None         # where cached features live; default <cell out dir>/features
 
 
 @dataclass

@@ -1,0 +1,123 @@
+"""MoCo v2 (He et al. 2020; Chen et al. 2020), after facebookresearch/moco/builder.py.
+
+Query encoder + MLP projection (online, trained); key encoder + projection, an EMA copy
+(`momentum_update`, called by the trainer after each optimizer step); a queue of K past keys as
+negatives. Patient-aware: the queue remembers each key's patient code, and negatives from the
+anchor's own patient are masked out (with few patients the queue otherwise fills with keys of
+the anchor's own studies and the loss pushes apart images that should agree).
+
+The queue, its patient codes and its pointer are buffers: saved in checkpoints, restored on
+resume. `momentum_encoder` and `update_momentum` are the EMA helpers BYOL reuses.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from medssl.config import SSLConfig
+from medssl.models.heads import mocov2_projection
+from medssl.ssl import distributed as D
+from medssl.ssl.losses import feature_std, info_nce, mean_cosine
+
+#: Patient code of queue slots that hold no real key yet (the random initial queue); never masked.
+NO_PATIENT = -1
+
+
+def momentum_encoder(online: nn.Module) -> nn.Module:
+    """A frozen deep copy of `online` (no gradients; updated only by `update_momentum`)."""
+    target = copy.deepcopy(online)
+    target.requires_grad_(False)
+    return target
+
+
+@torch.no_grad()
+def update_momentum(target: nn.Module, online: nn.Module, m: float) -> None:
+    """EMA of parameters: target <- m * target + (1 - m) * online (m=1 freezes, m=0 copies).
+
+    Buffers (BN running statistics) are not averaged: the target keeps its own, as in the
+    reference implementations; they only matter if the target network is ever run in eval mode.
+    """
+    t_params = [p for p in target.parameters()]
+    o_params = [p.detach() for p in online.parameters()]
+    if len(t_params) != len(o_params):
+        raise ValueError("momentum target and online network have different parameter lists")
+    torch._foreach_lerp_(t_params, o_params, 1.0 - m)
+
+
+class MoCo(nn.Module):
+    """forward(view_a, view_b, patient=None) -> (loss, logs); view_a -> queries, view_b -> keys."""
+
+    def __init__(self, encoder: nn.Module, cfg: SSLConfig):
+        super().__init__()
+        self.encoder = encoder
+        self.projector = mocov2_projection(encoder.feature_dim, cfg.proj_hidden, cfg.proj_dim)
+        self.encoder_k = momentum_encoder(self.encoder)
+        self.projector_k = momentum_encoder(self.projector)
+        self.temperature = cfg.temperature
+        self.momentum = cfg.momentum               # the trainer may set a schedule value per step
+        self.shuffle_bn = cfg.shuffle_bn
+        self.mask_same_patient = cfg.mask_same_patient
+        self.register_buffer("queue", F.normalize(torch.randn(cfg.queue_size, cfg.proj_dim), dim=1))
+        self.register_buffer("queue_patient", torch.full((cfg.queue_size,), NO_PATIENT, dtype=torch.long))
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+
+    # ------------------------------------------------------------------------- EMA
+    def momentum_update(self, m: float | None = None) -> None:
+        """Move the key encoder towards the query encoder; m defaults to `self.momentum`."""
+        m = self.momentum if m is None else m
+        update_momentum(self.encoder_k, self.encoder, m)
+        update_momentum(self.projector_k, self.projector, m)
+
+    def on_train_batch_end(self) -> None:
+        self.momentum_update()
+
+    # ------------------------------------------------------------------------- queue
+    @torch.no_grad()
+    def enqueue(self, keys: Tensor, patient: Tensor | None = None) -> None:
+        """Write (n, D) keys from all ranks (gathered here) at the pointer, wrapping around."""
+        keys = D.concat_all_gather(keys.detach().to(self.queue.dtype))
+        if patient is None:
+            patient = torch.full((keys.shape[0],), NO_PATIENT, dtype=torch.long, device=keys.device)
+        else:
+            patient = D.concat_all_gather(patient.to(device=keys.device, dtype=torch.long))
+        size, n, ptr = self.queue.shape[0], keys.shape[0], int(self.queue_ptr)
+        # slot of each key as if written one by one; a batch larger than the queue keeps its newest
+        idx = ((ptr + torch.arange(n, device=keys.device)) % size)[-size:]
+        self.queue[idx] = keys[-size:]
+        self.queue_patient[idx] = patient[-size:]
+        self.queue_ptr.fill_((ptr + n) % size)
+
+    # ------------------------------------------------------------------------- forward
+    def _keys(self, view_b: Tensor) -> Tensor:
+        with torch.no_grad():
+            if self.shuffle_bn and self.training:
+                x, idx_unshuffle = D.batch_shuffle_ddp(view_b)
+                k = self.projector_k(self.encoder_k(x))
+                k = D.batch_unshuffle_ddp(k, idx_unshuffle)
+            else:
+                k = self.projector_k(self.encoder_k(view_b))
+        return F.normalize(k.float(), dim=1)
+
+    def forward(self, view_a: Tensor, view_b: Tensor, patient: Tensor | None = None):
+        q = F.normalize(self.projector(self.encoder(view_a)).float(), dim=1)
+        k = self._keys(view_b)
+        queue = self.queue.clone().detach()  # enqueue below writes in place
+        mask = None
+        if patient is not None and self.mask_same_patient:
+            mask = patient.view(-1, 1).to(self.queue_patient.device) == self.queue_patient.view(1, -1)
+        loss = info_nce(q, k, queue, self.temperature, mask)
+        with torch.no_grad():
+            keep = ~mask if mask is not None else None
+            logs = {
+                "pos_sim": (q * k).sum(dim=1).mean(),
+                "neg_sim": mean_cosine(q, queue, keep),
+                "feat_std": feature_std(q),
+                "masked_negatives": mask.float().mean() if mask is not None else q.new_zeros(()),
+            }
+        if self.training:
+            self.enqueue(k, patient)
+        return loss, logs
