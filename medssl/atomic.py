@@ -43,7 +43,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         os.close(fd)
     except OSError as e:
-        raise OutputError(f"cannot write {target}: {e.strerror or e}. "
+        raise OutputError(f"cannot write {target}: {_mkdir_reason(target, e)}. "
                           "Choose a writable output directory.") from e
     tmp = Path(tmp)
     try:
@@ -57,9 +57,40 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         hint = "the disk is full; free space or choose another output directory" \
             if e.errno == errno.ENOSPC else "check the output directory"
         raise OutputError(f"cannot write {target}: {e.strerror or e} ({hint})") from e
+    except Exception as e:
+        # Libraries report a full disk in their own words (torch.save: "RuntimeError: unexpected
+        # pos"); name the real cause when the target's file system has (almost) no room left.
+        free = _free_bytes(target.parent)
+        tmp.unlink(missing_ok=True)
+        if free is not None and free < _LOW_SPACE:
+            first = (str(e).splitlines() or [type(e).__name__])[0]
+            raise OutputError(f"cannot write {target}: only {free / 2**20:.1f} MiB free on its disk, so the "
+                              f"disk is most likely full ({type(e).__name__}: {first}); free space or choose "
+                              "another output directory") from e
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _mkdir_reason(target: Path, e: OSError) -> str:
+    """Why the target's folder cannot be made: "X is a file, not a folder" beats EEXIST/ENOTDIR."""
+    for parent in target.parents:
+        if parent.exists():
+            return e.strerror or str(e) if parent.is_dir() else f"{parent} is a file, not a folder"
+    return e.strerror or str(e)
+
+
+#: Below this much free space a failed write is reported as a full disk.
+_LOW_SPACE = 64 << 20
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):  # no statvfs on Windows
+        return None
+    return st.f_bavail * st.f_frsize
 
 
 def write_bytes(target: str | os.PathLike, data: bytes) -> Path:

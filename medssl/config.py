@@ -76,6 +76,7 @@ class SSLConfig:
     triplet_distance: Literal["euclidean", "cosine"] = "euclidean"  # on L2-normalised embeddings
     mask_same_patient: bool = True           # drop negatives from the anchor's own patient (MoCo queue, SimCLR batch)
     shuffle_bn: bool = True                  # MoCo: shuffle BN across ranks (or SyncBN)
+    bn_splits: int = 4                       # MoCo, one process: key BN statistics over this many chunks
     monitor_every_n_epochs: int = 1          # kNN/linear AUC on a labeled val set when one exists
     monitor: Literal["knn", "logreg"] = "knn"  # val monitor: kNN or logistic regression, patient-grouped CV
     monitor_max_images: int = 2000           # val images the monitor encodes (random subset beyond this)

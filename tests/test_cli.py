@@ -1,7 +1,7 @@
 import subprocess
 import sys
 
-from medssl.cli import build_parser, main
+from medssl.cli import build_parser
 
 
 def test_help_lists_commands(capsys):

@@ -6,6 +6,8 @@ quantity only with a reference measured in the same run (same machine, same load
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import platform
 import statistics
@@ -108,3 +110,21 @@ def format_table(rows: Sequence[Sequence], headers: Sequence[str]) -> str:
              "  ".join("-" * w for w in widths)]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in text]
     return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def quiet_loggers(*names: str, level: int = logging.WARNING):
+    """Raise the level of the named loggers for the duration of a benchmark, then restore it.
+
+    Benchmarks run inside other processes too (tests, notebooks): they must not leave global
+    logging state changed behind them.
+    """
+    loggers = [logging.getLogger(n) for n in names]
+    old = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(level)
+    try:
+        yield
+    finally:
+        for lg, lvl in zip(loggers, old):
+            lg.setLevel(lvl)

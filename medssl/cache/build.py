@@ -9,6 +9,7 @@ place; an interrupted shard leaves only a `.shard-*.tmp` file, which is removed 
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -310,6 +311,20 @@ def _chunks(rows: range, n_workers: int):
         yield range(start, min(start + step, rows.stop))
 
 
+def _reserve_blocks(path: Path) -> None:
+    """Allocate the (sparse) shard file's blocks now: on a full disk, writing through a memmap kills
+    the process with SIGBUS, while fallocate fails with ENOSPC, which atomic_path reports cleanly."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    with open(path, "rb+") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        except OSError as e:
+            if e.errno in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                return  # a file system without fallocate: nothing to reserve with
+            raise
+
+
 def _build_shard(cache_dir, k, rows, paths, frames, opts, keys, pool, n_workers, on_error, bar) -> None:
     n_rows = len(rows)
     boxes = np.zeros((n_rows, 6), dtype=np.int32)
@@ -320,6 +335,7 @@ def _build_shard(cache_dir, k, rows, paths, frames, opts, keys, pool, n_workers,
     with atomic_path(cache_dir / M.shard_name(k)) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=opts["dtype"],
                                         shape=(n_rows, opts["size"], opts["size"]))
+        _reserve_blocks(tmp)
         results = (_decode_chunk(j) for j in jobs) if pool is None else \
             (f.result() for f in as_completed([pool.submit(_decode_chunk, j) for j in jobs]))
         for got_rows, images, got_boxes, got_ok, got_reasons in results:

@@ -141,7 +141,8 @@ def run(args) -> int:
     except MedsslError as e:
         if not args.header:
             raise
-        lines, error = [f"file:        {args.path}", f"pixels:      not readable ({e.reason if hasattr(e, 'reason') else e})"], e
+        reason = getattr(e, "reason", e)
+        lines, error = [f"file:        {args.path}", f"pixels:      not readable ({reason})"], e
     if args.header:
         lines += ["", "header" + ("" if args.show_phi else " (PHI masked; --show-phi to reveal)") + ":"]
         lines += ["  " + line for line in header_lines(args.path, show_phi=args.show_phi)]

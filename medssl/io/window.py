@@ -88,7 +88,10 @@ def scale_range(values: np.ndarray, low: float, high: float) -> np.ndarray:
     span = float(high) - float(low)
     if not np.isfinite(span) or span <= 0:
         return np.zeros(values.shape, dtype=np.float32)
-    return np.clip((values - low) / span, 0.0, 1.0).astype(np.float32)
+    out = values - float(low)  # one float64 temporary, then in place (large images: 4M+ pixels)
+    out *= 1.0 / span
+    np.clip(out, 0.0, 1.0, out=out)
+    return out.astype(np.float32)
 
 
 def scale_full_range(values: np.ndarray) -> np.ndarray:

@@ -114,7 +114,10 @@ def load(path: str | os.PathLike, *, validate: bool = True, data_root: str | os.
     except (ValueError, OSError, ImportError) as e:
         raise ManifestError(f"cannot read manifest {path}: {e}. Manifests are CSV or Parquet files "
                             f"written by `medssl manifest build`") from e
-    df = order_columns(df)
+    try:
+        df = order_columns(df)
+    except ManifestError as e:  # name the file: the same table is read by many commands
+        raise ManifestError(f"manifest {path}: {e}") from None
     df.attrs = {"data_root": str(data_root if data_root is not None else data_root_for(path))}
     if validate:
         from medssl.manifest.validate import validate as _validate

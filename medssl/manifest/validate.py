@@ -115,8 +115,12 @@ def validate(df: pd.DataFrame, *, data_root: str | os.PathLike | None = None, ve
 
     _check_labels(df, where)
 
+    from medssl.errors import LeakageError
     from medssl.splits import assert_no_leakage
-    assert_no_leakage(df)
+    try:
+        assert_no_leakage(df)
+    except LeakageError as e:
+        raise LeakageError(f"{where}: {e}") from None
 
     if verify_files:
         from medssl.manifest.table import data_root_of

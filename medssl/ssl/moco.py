@@ -60,6 +60,7 @@ class MoCo(nn.Module):
         self.temperature = cfg.temperature
         self.momentum = cfg.momentum               # the trainer may set a schedule value per step
         self.shuffle_bn = cfg.shuffle_bn
+        self.bn_splits = max(1, int(cfg.bn_splits))
         self.mask_same_patient = cfg.mask_same_patient
         self.register_buffer("queue", F.normalize(torch.randn(cfg.queue_size, cfg.proj_dim), dim=1))
         self.register_buffer("queue_patient", torch.full((cfg.queue_size,), NO_PATIENT, dtype=torch.long))
@@ -96,7 +97,15 @@ class MoCo(nn.Module):
         with torch.no_grad():
             if self.shuffle_bn and self.training:
                 x, idx_unshuffle = D.batch_shuffle_ddp(view_b)
-                k = self.projector_k(self.encoder_k(x))
+                if D.is_distributed():
+                    k = self.projector_k(self.encoder_k(x))
+                else:
+                    # One process: a shuffle alone leaves the BN statistics of the batch unchanged, so
+                    # queries and keys would share them and the loss can be solved through BN ("cheating",
+                    # He et al. 2020). Running the shuffled keys in chunks gives them their own statistics,
+                    # as several GPUs would (the SplitBatchNorm of the reference's one-GPU demo).
+                    chunks = x.chunk(min(self.bn_splits, max(1, x.shape[0] // 2)))
+                    k = torch.cat([self.projector_k(self.encoder_k(c)) for c in chunks])
                 k = D.batch_unshuffle_ddp(k, idx_unshuffle)
             else:
                 k = self.projector_k(self.encoder_k(view_b))

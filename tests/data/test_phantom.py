@@ -57,7 +57,7 @@ def test_same_seed_same_bytes_and_seeds_differ(tmp_path):
 
 def test_monochrome1_is_stored_inverted(tmp_path):
     m2 = write_phantoms(tmp_path / "m2", n_patients=1, studies_per_patient=(1, 1), size=SIZE, seed=3)
-    m1 = write_phantoms(tmp_path / "m1", n_patients=1, studies_per_patient=(1, 1), size=SIZE, seed=3,
+    write_phantoms(tmp_path / "m1", n_patients=1, studies_per_patient=(1, 1), size=SIZE, seed=3,
                         photometric="MONOCHROME1", bits_stored=12)
     for rel in m2["path"]:
         ds2, px2 = read(tmp_path / "m2", rel)

@@ -184,21 +184,30 @@ def _edit_header(rng, raw: bytes) -> bytes:
 def mutate_dicom(rng, raw: bytes) -> bytes:
     out = bytearray(raw)
     for _ in range(int(rng.integers(1, 3))):
-        kind = int(rng.integers(6))
-        if kind == 0:
-            _flip_bytes(rng, out, start=128)
-        elif kind == 1:  # truncation, half of the time inside the last 10% (the pixel data)
-            low = int(len(out) * 0.9) if rng.random() < 0.5 else 0
-            out = out[: int(rng.integers(low, len(out)))]
-        elif kind == 2:
-            _bad_length(rng, out)
-        elif kind == 3:
-            out = bytearray(_bogus_transfer_syntax(rng, out))
-        else:
-            out = bytearray(_edit_header(rng, bytes(out)))
+        try:
+            out = _dicom_edit(rng, out)
+        except (ValueError, OverflowError, IndexError, struct.error):
+            pass  # an edit that does not apply to this (already mutated) file
         if not out:
             break
     return bytes(out)
+
+
+def _dicom_edit(rng, out: bytearray) -> bytearray:
+    """One random edit: byte flips, truncation, element length, transfer syntax, header values."""
+    kind = int(rng.integers(6))
+    if kind == 0:
+        _flip_bytes(rng, out, start=128)
+    elif kind == 1:  # truncation, half of the time inside the last 10% (the pixel data)
+        low = int(len(out) * 0.9) if rng.random() < 0.5 else 0
+        out = out[: int(rng.integers(low, len(out)))]
+    elif kind == 2:
+        _bad_length(rng, out)
+    elif kind == 3:
+        out = bytearray(_bogus_transfer_syntax(rng, out))
+    else:
+        out = bytearray(_edit_header(rng, bytes(out)))
+    return out
 
 
 # ----------------------------------------------------------------------------- NIfTI mutations
@@ -345,17 +354,25 @@ def run_case(seed: int, index: int, workdir: str) -> tuple[str, float, str]:
 
 
 _WORKDIR: str | None = None
+#: Peak RSS of a worker right after its set-up, in MB: what the cases add is measured above it
+#  (the baseline depends on what the parent process had imported, e.g. torch under pytest-xdist).
+_BASELINE_MB = 0.0
 
 
-def _init_worker() -> None:
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _init_worker(root: str | None = None) -> None:
     """Per worker: a private temp dir and an address-space cap (a huge allocation becomes MemoryError)."""
-    global _WORKDIR
+    global _WORKDIR, _BASELINE_MB
     import logging
 
-    _WORKDIR = tempfile.mkdtemp(prefix="medssl-fuzz-")
+    _WORKDIR = tempfile.mkdtemp(prefix="worker-", dir=root)
     logging.disable(logging.WARNING)  # readers warn about unusable windows etc.: expected here
     os.environ["RUST_BACKTRACE"] = "0"  # a panicking Rust codec (caught as ReaderError) prints less
     _load_sources()
+    _BASELINE_MB = _peak_rss_mb()
     try:
         with open("/proc/self/status") as f:
             vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
@@ -378,8 +395,9 @@ def run_chunk(args: tuple[int, int, int]) -> dict:
         slowest = max(slowest, (seconds, index))
         if outcome.startswith("UNEXPECTED") or seconds > CASE_SECONDS:
             problems.append(f"{outcome} in {seconds:.1f}s: {detail}")
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"counts": counts, "reasons": reasons, "slowest": slowest, "problems": problems, "rss_mb": rss_mb, "range": (start, stop)}
+    rss_mb = _peak_rss_mb() - _BASELINE_MB
+    return {"counts": counts, "reasons": reasons, "slowest": slowest, "problems": problems, "rss_mb": rss_mb,
+            "range": (start, stop)}
 
 
 def campaign(cases: int, seed: int = 0, workers: int = 2, chunk: int = 50, chunk_timeout: float = 120.0) -> dict:
@@ -392,7 +410,8 @@ def campaign(cases: int, seed: int = 0, workers: int = 2, chunk: int = 50, chunk
     reasons: Counter = Counter()
     problems, slowest, rss, done = [], (0.0, -1), 0.0, set()
     start = time.perf_counter()
-    pool = ctx.Pool(workers, initializer=_init_worker)
+    root = tempfile.TemporaryDirectory(prefix="medssl-fuzz-")
+    pool = ctx.Pool(workers, initializer=_init_worker, initargs=(root.name,))
     try:
         results = pool.imap_unordered(run_chunk, chunks)
         for _ in chunks:
@@ -412,11 +431,12 @@ def campaign(cases: int, seed: int = 0, workers: int = 2, chunk: int = 50, chunk
     finally:
         pool.terminate()
         pool.join()
+        root.cleanup()
     return {"cases": cases, "seed": seed, "completed": sum(counts.values()),
             "seconds": round(time.perf_counter() - start, 2), "outcomes": dict(counts.most_common()),
             "top_error_reasons": dict(reasons.most_common(15)),
             "slowest_case": {"seconds": round(slowest[0], 3), "index": slowest[1]},
-            "max_worker_rss_mb": round(rss, 1), "problems": problems}
+            "max_worker_rss_growth_mb": round(rss, 1), "problems": problems}
 
 
 def main(argv=None) -> int:

@@ -31,7 +31,9 @@ def test_readers_survive_fuzzing(record_property):
     # the mutations must still reach the decoders and the size limit, not only the parsers
     assert outcomes.get("image", 0) > 0.05 * cases
     assert outcomes.get("ImageTooLargeError", 0) > 0.005 * cases
-    assert report["max_worker_rss_mb"] < 1024
+    # what the cases add to a worker's peak memory: images are capped at 2**22 pixels, so a
+    # decoder that allocates from a corrupt declared size shows up here
+    assert report["max_worker_rss_growth_mb"] < 512
 
 
 def test_harness_flags_foreign_exceptions_and_reproduces_cases(tmp_path, monkeypatch):

@@ -25,8 +25,8 @@ def test_three_channel_net_accepts_grayscale():
 def test_state_dict_loads_into_plain_monai_network():
     enc = build_encoder("resnet18")
     plain = monai_network("resnet18", 1)
-    missing, unexpected = plain.load_state_dict(enc.net.state_dict(), strict=True), None
-    assert not missing.missing_keys and not missing.unexpected_keys
+    result = plain.load_state_dict(enc.net.state_dict(), strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
 
 
 def test_unknown_arch():

@@ -1,0 +1,76 @@
+"""`medssl pretrain`: self-supervised pretraining from a config (MoCo v2, SimCLR, BYOL, triplet)."""
+
+from __future__ import annotations
+
+import argparse
+
+EXAMPLES = """examples:
+  medssl pretrain --config configs/demo.yaml
+  medssl pretrain -c configs/chexpert_mocov2_r18.yaml --set trainer.output_dir=runs/moco --set trainer.max_epochs=200
+  medssl pretrain -c configs/chexpert_mocov2_r18.yaml --set trainer.output_dir=runs/moco --resume
+  medssl pretrain -c configs/chexpert_mocov2_r18.yaml --resume runs/moco/checkpoints/last.ckpt
+  torchrun --nproc_per_node 4 -m medssl.cli pretrain -c configs/chexpert_mocov2_r18.yaml --set trainer.devices=4
+
+Reads data.manifest (train split only; label columns are never read) and the decoded cache at
+cache.dir (default <manifest dir>/cache-<cache.size>). A missing cache is built first on a single
+process; under torchrun/SLURM build it beforehand with `medssl cache`. Outputs go to
+trainer.output_dir: checkpoints/last.ckpt (every trainer.checkpoint_every_n_steps steps and each
+epoch), checkpoints/best.ckpt, logs/csv + logs/tensorboard, config.yaml, and encoder.pt +
+encoder.json (the exported backbone for `medssl finetune` or plain MONAI)."""
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "pretrain", help="self-supervised pretraining of an encoder on the train split",
+        description="Pretrain a MONAI encoder with MoCo v2, SimCLR, BYOL or triplet loss on patient-aware "
+                    "pairs (instance or MICLe) from the decoded cache; resumable from its checkpoints.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from medssl.commands.common import add_config_args
+    add_config_args(p)
+    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="CKPT",
+                   help="continue a run: from CKPT, or without a value from <trainer.output_dir>/checkpoints/last.ckpt")
+    p.set_defaults(func=run)
+
+
+def ensure_cache(cfg) -> None:
+    """Build the decoded cache when it is missing (single process only); else leave it to open_cache."""
+    from medssl.errors import CacheError
+    from medssl.ssl.data import cache_dir_of, world_size_from_env
+
+    cache = cache_dir_of(cfg)
+    if (cache / "meta.json").is_file():
+        return
+    if world_size_from_env() > 1:
+        raise CacheError(f"no cache at {cache}; build it once before a multi-process launch: "
+                         f"medssl cache {cfg.data.manifest} --out {cache} --size {cfg.cache.size}")
+    from medssl.cache import build_cache
+    from medssl.manifest import load
+
+    print(f"medssl pretrain: building the decoded cache at {cache} (one-time)")
+    df = load(cfg.data.manifest, data_root=cfg.data.data_root)
+    build_cache(df, cache, data_root=df.attrs.get("data_root"), size=cfg.cache.size, dtype=cfg.cache.dtype,
+                window=cfg.cache.window, shard_size=cfg.cache.shard_size, workers=cfg.cache.workers,
+                on_error=cfg.cache.on_error)
+
+
+def run(args) -> int:
+    from medssl.commands.common import load_from_args
+    from medssl.errors import ConfigError
+    from medssl.ssl.train import run_dirs
+
+    cfg = load_from_args(args)
+    if not cfg.data.manifest:
+        raise ConfigError("data.manifest is not set; pass --config with a data.manifest or --set data.manifest=PATH")
+    dirs = run_dirs(cfg.trainer.output_dir)
+    print(f"medssl pretrain: {cfg.ssl.method} ({cfg.ssl.pairs} pairs) on {cfg.model.arch}; outputs in {dirs['out']}")
+    print(f"  checkpoints: {dirs['ckpt']}  logs: {dirs['logs']} (tensorboard --logdir {dirs['logs'] / 'tensorboard'})")
+    ensure_cache(cfg)
+    from medssl.ssl.train import run_pretrain
+
+    result = run_pretrain(cfg, resume=args.resume)
+    print(f"medssl pretrain: done at epoch {result.epoch}, step {result.global_step}")
+    print(f"  last checkpoint: {result.last_checkpoint}")
+    if result.best_checkpoint:
+        print(f"  best checkpoint: {result.best_checkpoint}")
+    print(f"  encoder: {result.encoder} (+ {result.encoder.with_suffix('.json').name})")
+    return 0

@@ -1,0 +1,185 @@
+"""Linear probes on precomputed features: encode each image once, train the head on features.
+
+`FeatureStore` keeps features on disk per (encoder fingerprint, split) so a study encodes each split
+once per init and reuses it across budgets and seeds; it holds the union of the rows asked for so
+far (nested budgets make that the largest budget) and computes only missing rows. The frozen encoder
+runs in eval mode (BatchNorm uses its running statistics), without augmentation.
+
+The head is trained in plain torch on the feature tensors (no Lightning: an epoch over 10k feature
+vectors takes milliseconds, and the Trainer's per-epoch overhead would dominate).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from medssl import atomic
+from medssl.finetune.data import LabeledSet, resize_batch, to_unit_float, val_selection_score
+from medssl.finetune.module import masked_bce
+
+log = logging.getLogger(__name__)
+
+
+@torch.inference_mode()
+def encode(encoder: nn.Module, images, rows: Sequence[int], *, batch_size: int = 64, input_size: int | None = None,
+           device: str | torch.device = "cpu") -> np.ndarray:
+    """Features of images[rows] from a frozen encoder in eval mode: float32 (N, feature_dim)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    was_training = encoder.training
+    encoder.eval().to(device)
+    out = np.zeros((rows.size, encoder.feature_dim), dtype=np.float32)
+    try:
+        for start in range(0, rows.size, batch_size):
+            chunk = rows[start:start + batch_size]
+            x = torch.from_numpy(np.stack([to_unit_float(images[int(r)]) for r in chunk]))[:, None].to(device)
+            out[start:start + chunk.size] = encoder(resize_batch(x, input_size)).float().cpu().numpy()
+    finally:
+        encoder.train(was_training)
+    return out
+
+
+def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def feature_key(*, arch: str, in_channels: int, input_size: int | None, init: str, init_seed: int,
+                manifest_paths: Sequence[str], images_fingerprint: str | None = None) -> tuple[str, dict]:
+    """Short hash naming a feature store, and the description it hashes (written beside the features).
+
+    Everything that changes the features is in it: architecture, input size, the init's file
+    content (or the seed of a random init), the manifest's row order, and the image source's
+    fingerprint when it has one (e.g. the cache's settings).
+    """
+    init_id = f"random:{init_seed}" if init == "random" else f"sha256:{file_digest(init)}"
+    paths_digest = hashlib.sha256("\n".join(map(str, manifest_paths)).encode()).hexdigest()
+    desc = {"arch": arch, "in_channels": in_channels, "input_size": input_size, "init": init_id,
+            "manifest_paths_sha256": paths_digest, "images": images_fingerprint, "version": 1}
+    key = hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:16]
+    return key, desc
+
+
+class FeatureStore:
+    """On-disk features of one encoder: `<root>/<key>/<split>.npz` with arrays `rows` and `features`."""
+
+    def __init__(self, root: str | Path, key: str, description: dict | None = None):
+        self.dir = Path(root) / key
+        self.description = description or {}
+
+    def _path(self, split: str) -> Path:
+        return self.dir / f"{split}.npz"
+
+    def _load(self, split: str) -> tuple[np.ndarray, np.ndarray] | None:
+        p = self._path(split)
+        if not p.is_file():
+            return None
+        try:
+            with np.load(p) as z:
+                return z["rows"], z["features"]
+        except Exception as e:  # a corrupt file is recomputed, never trusted
+            log.warning("feature file %s is unreadable (%s); recomputing it", p, e)
+            return None
+
+    def get(self, split: str, rows: Sequence[int], compute: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """Features for `rows` (in that order); `compute(missing_rows)` is called only for rows not stored yet."""
+        rows = np.asarray(rows, dtype=np.int64)
+        stored = self._load(split)
+        have_rows, have_feats = stored if stored is not None else (np.zeros(0, np.int64), None)
+        missing = np.setdiff1d(rows, have_rows)
+        if missing.size:
+            log.info("encoding %d images of split %s (%d already stored in %s)", missing.size, split,
+                     have_rows.size, self.dir)
+            new = np.asarray(compute(missing), dtype=np.float32)
+            all_rows = np.concatenate([have_rows, missing])
+            all_feats = new if have_feats is None else np.concatenate([have_feats, new])
+            order = np.argsort(all_rows)
+            have_rows, have_feats = all_rows[order], all_feats[order]
+            with atomic.atomic_path(self._path(split)) as tmp:
+                with open(tmp, "wb") as f:
+                    np.savez(f, rows=have_rows, features=have_feats)
+            if self.description and not (self.dir / "key.json").is_file():
+                atomic.write_json(self.dir / "key.json", self.description)
+        idx = np.searchsorted(have_rows, rows)
+        return have_feats[idx]
+
+
+@dataclass
+class ProbeResult:
+    head: nn.Linear
+    best_epoch: int
+    best_score: float
+    score_name: str
+    history: list = field(default_factory=list)
+
+
+def predict_head(head: nn.Module, feats: np.ndarray, device="cpu", batch_size: int = 4096) -> np.ndarray:
+    """Sigmoid probabilities (N, C) float64 of a head on features."""
+    head = head.to(device).eval()
+    out = []
+    with torch.inference_mode():
+        for s in range(0, len(feats), batch_size):
+            out.append(torch.sigmoid(head(torch.from_numpy(feats[s:s + batch_size]).to(device))).double().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, head.out_features))
+
+
+def fit_linear_probe(train_feats: np.ndarray, train: LabeledSet, val_feats: np.ndarray, val: LabeledSet,
+                     labels: Sequence[str], *, tasks: Sequence[str] | None = None, epochs: int = 30,
+                     lr: float = 1e-3, weight_decay: float = 1e-4, batch_size: int = 64, seed: int = 0,
+                     pos_weight: np.ndarray | None = None, device: str = "cpu") -> ProbeResult:
+    """Train a linear multi-label head on features with masked BCE; keep the epoch with the best val score.
+
+    Only train and val data come in: the test split is predicted by the caller after selection.
+    Deterministic for a given seed (head init and batch order come from one seeded generator).
+    """
+    gen = torch.Generator().manual_seed(int(seed))
+    torch.manual_seed(int(seed))
+    head = nn.Linear(train_feats.shape[1], len(labels))
+    with torch.no_grad():  # initialise from the seeded generator, independent of global RNG state
+        bound = 1.0 / np.sqrt(train_feats.shape[1])
+        head.weight.uniform_(-bound, bound, generator=gen)
+        head.bias.zero_()
+    head.to(device)
+    x = torch.from_numpy(train_feats).to(device)
+    t = torch.from_numpy(train.targets).to(device)
+    m = torch.from_numpy(train.mask).to(device)
+    pw = torch.from_numpy(pos_weight).to(device) if pos_weight is not None else None
+    vx = torch.from_numpy(val_feats).to(device)
+    vt = torch.from_numpy(val.targets).to(device)
+    vm = torch.from_numpy(val.mask).to(device)
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    best = ProbeResult(copy.deepcopy(head), -1, -np.inf, "")
+    for epoch in range(epochs):
+        head.train()
+        perm = torch.randperm(len(x), generator=gen).to(device)
+        total = 0.0
+        for s in range(0, len(x), batch_size):
+            idx = perm[s:s + batch_size]
+            loss = masked_bce(head(x[idx]), t[idx], m[idx], pw)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+        head.eval()
+        with torch.inference_mode():
+            v_logits = head(vx)
+            v_loss = float(masked_bce(v_logits, vt, vm, pw))
+            v_probs = torch.sigmoid(v_logits).double().cpu().numpy()
+        score, name = val_selection_score(val, v_probs, labels, tasks, v_loss)
+        best.history.append({"epoch": epoch, "train_loss": total / max(len(x), 1), "val_loss": v_loss, name: score})
+        if score > best.best_score:  # strict: ties keep the earlier epoch
+            best.head, best.best_epoch, best.best_score, best.score_name = copy.deepcopy(head), epoch, score, name
+    best.head = best.head.cpu()
+    return best

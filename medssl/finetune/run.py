@@ -1,0 +1,253 @@
+"""One fine-tuning cell: init x mode x budget x seed -> selected weights, predictions, test metrics.
+
+`finetune_cell` is what `medssl finetune` and the study runner call. The order is fixed and is
+what keeps the test split honest:
+  1. build the labeled TRAIN subset and the VAL set (the only data `_fit_linear`/`_fit_full` get),
+  2. train, selecting the epoch with the best validation score (mean val AUC),
+  3. only then build the TEST set and predict it with the selected weights, and evaluate.
+
+Randomness: the encoder of a "random" init is drawn from `cfg.seed` (one random network per study,
+so its features are shared by all cells), everything else (head init, batch order, augmentation,
+labeled subset) from the cell's `seed`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from medssl import atomic
+from medssl.config import Config
+from medssl.errors import CheckpointError, ConfigError
+from medssl.finetune import data as fd
+from medssl.finetune.labels import pos_weight as class_pos_weight
+
+log = logging.getLogger(__name__)
+
+MODES = ("linear", "full")
+
+
+def _device(cfg: Config) -> str:
+    acc = str(cfg.trainer.accelerator)
+    if acc in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+def build_init_encoder(cfg: Config, init: str):
+    """The encoder of `init`: "random" (weights drawn from cfg.seed) or a checkpoint / export / state dict."""
+    from medssl.models.backbones import build_encoder
+    from medssl.models.weights import load_encoder_weights
+
+    state = torch.random.get_rng_state()
+    torch.manual_seed(int(cfg.seed))
+    try:
+        encoder = build_encoder(cfg.model.arch, cfg.model.in_channels, cfg.model.input_size)
+    finally:
+        torch.random.set_rng_state(state)
+    if init != "random":
+        if not Path(init).is_file():
+            raise CheckpointError(f"{init}: init checkpoint does not exist; pass --init random or a checkpoint path")
+        load_encoder_weights(init, encoder)
+    return encoder
+
+
+def _eval_tasks(cfg: Config, labels: list[str]) -> list[str] | None:
+    if not cfg.evaluate.tasks:
+        return None
+    missing = [t for t in cfg.evaluate.tasks if t not in labels]
+    if missing:
+        raise ConfigError(f"evaluate.tasks: {missing} are not among the trained labels {labels}")
+    return list(cfg.evaluate.tasks)
+
+
+def augment_from_config(cfg: Config) -> Callable:
+    """The modality-safe training augmentation of cfg.augment as a callable (x, generator) -> x.
+
+    The same named policies as pretraining (`medssl.augment.policy_from_config`: augment.*,
+    data.modality, model.input_size views), applied batch-wise on the training device to full
+    fine-tuning batches only; linear probes on cached features use none. Unsafe transforms raise
+    UnsafeAugmentationError unless augment.force_unsafe is set.
+    """
+    from medssl.augment import policy_from_config
+
+    pol = policy_from_config(cfg)
+    return lambda x, generator: pol.batch(x, generator)
+
+
+def images_fingerprint(images) -> str | None:
+    """What identifies an image source's pixels for the feature cache: its `fingerprint`, or a
+    cache's settings + manifest hash (`CachedImages.meta`); None for in-memory sources."""
+    fp = getattr(images, "fingerprint", None)
+    if fp is not None:
+        return str(fp)
+    meta = getattr(images, "meta", None)
+    if isinstance(meta, dict):
+        import hashlib
+        import json
+
+        keep = {k: meta.get(k) for k in ("settings", "manifest_hash", "version")}
+        return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()
+    return None
+
+
+# ----------------------------------------------------------------------------- fitting (train + val only)
+def _fit_linear(cfg, encoder, images, train: fd.LabeledSet, val: fd.LabeledSet, labels, tasks, seed,
+                store, device):
+    """Linear probe on frozen features; returns (ProbeResult, feature getter for later splits)."""
+    from medssl.finetune.features import encode, fit_linear_probe
+
+    def features(split: str, rows: np.ndarray) -> np.ndarray:
+        compute = lambda r: encode(encoder, images, r, batch_size=cfg.finetune.batch_size,  # noqa: E731
+                                   input_size=cfg.model.input_size, device=device)
+        return store.get(split, rows, compute) if store is not None else compute(rows)
+
+    ft = cfg.finetune
+    pw = class_pos_weight(train.targets, train.mask) if ft.class_weights else None
+    result = fit_linear_probe(features("train", train.rows), train, features("val", val.rows), val, labels,
+                              tasks=tasks, epochs=ft.epochs, lr=ft.lr, weight_decay=ft.weight_decay,
+                              batch_size=ft.batch_size, seed=seed, pos_weight=pw, device=device)
+    return result, features
+
+
+def _loader(images, labeled: fd.LabeledSet, cfg: Config, *, shuffle: bool, seed: int):
+    from torch.utils.data import DataLoader
+
+    bs = cfg.finetune.batch_size
+    workers = int(cfg.trainer.num_workers)
+    return DataLoader(fd.ImageDataset(images, labeled), batch_size=bs, shuffle=shuffle,
+                      drop_last=shuffle and len(labeled) > bs,  # no size-1 last batch for BatchNorm
+                      generator=torch.Generator().manual_seed(int(seed)) if shuffle else None,
+                      num_workers=workers, persistent_workers=workers > 0)
+
+
+def _fit_full(cfg, encoder, images, train: fd.LabeledSet, val: fd.LabeledSet, labels, tasks, seed, augment):
+    """End-to-end fine-tuning with Lightning; returns the FinetuneModule (best weights inside)."""
+    import lightning.pytorch as pl
+
+    from medssl.finetune.module import Classifier, FinetuneModule
+
+    ft = cfg.finetune
+    pl.seed_everything(int(seed), workers=True, verbose=False)
+    model = Classifier(encoder, len(labels), cfg.model.input_size)
+    module = FinetuneModule(model, val, labels, lr=ft.lr, encoder_lr_mult=ft.encoder_lr_mult,
+                            weight_decay=ft.weight_decay, epochs=ft.epochs, tasks=tasks,
+                            pos_weight=class_pos_weight(train.targets, train.mask) if ft.class_weights else None,
+                            augment=augment, seed=seed)
+    trainer = pl.Trainer(max_epochs=ft.epochs, accelerator=cfg.trainer.accelerator, devices=1,
+                         precision=cfg.trainer.precision, deterministic=cfg.trainer.deterministic,
+                         logger=False, enable_checkpointing=False, enable_model_summary=False,
+                         enable_progress_bar=cfg.trainer.progress_bar, num_sanity_val_steps=0,
+                         log_every_n_steps=cfg.trainer.log_every_n_steps)
+    trainer.fit(module, _loader(images, train, cfg, shuffle=True, seed=seed),
+                _loader(images, val, cfg, shuffle=False, seed=seed))
+    return module
+
+
+@torch.inference_mode()
+def predict_images(model: torch.nn.Module, images, labeled: fd.LabeledSet, *, batch_size: int = 64,
+                   device: str = "cpu") -> np.ndarray:
+    """Sigmoid probabilities (N, C) float64 of a Classifier over a LabeledSet, in eval mode."""
+    model = model.to(device).eval()
+    out = []
+    for s in range(0, len(labeled), batch_size):
+        rows = labeled.rows[s:s + batch_size]
+        x = torch.from_numpy(np.stack([fd.to_unit_float(images[int(r)]) for r in rows]))[:, None].to(device)
+        out.append(torch.sigmoid(model(x)).double().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(labeled.targets[0]) if len(labeled) else 0))
+
+
+# ----------------------------------------------------------------------------- the cell
+def finetune_cell(cfg: Config, *, manifest_df: pd.DataFrame, images, budgets_df: pd.DataFrame | None = None,
+                  init: str = "random", mode: str = "linear", budget=None, seed: int = 0,
+                  out_dir: str | Path, feature_dir: str | Path | None = None,
+                  augment: Callable | None = None) -> dict:
+    """Train and evaluate one cell; write its artefacts into out_dir; return a flat result dict.
+
+    manifest_df: the split manifest (`split` column; patient ids already pseudonymised), row i
+      matching images[i]. images: image source (see medssl.finetune.data). budgets_df: the budgets
+      table (`path, budget, seed`); budget None trains on every train row.
+    init: "random" or a weights file; mode: "linear" (frozen encoder, features cached under
+      feature_dir, default cfg.finetune.feature_dir or out_dir/features) or "full".
+    augment: callable (x, generator) -> x for full fine-tuning batches (None: no augmentation).
+    Writes: best.pt (selected weights), history.json, val_predictions.csv, predictions.csv (test),
+      metrics.json and roc.png. Returns n_labeled, best_epoch, val_score(+_name), mean_auc with CI,
+      auc_<label> for every label, and the artefact paths.
+    """
+    if mode not in MODES:
+        raise ConfigError(f"finetune.mode: {mode!r} is not allowed; choose one of {list(MODES)}")
+    from medssl.evaluate import write_evaluation
+    from medssl.evaluate.metrics import predictions_frame
+
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    manifest_df = manifest_df.reset_index(drop=True)
+    labels = fd.label_names(manifest_df, cfg.data.labels)
+    tasks = _eval_tasks(cfg, labels)
+    ft = cfg.finetune
+    device = _device(cfg)
+    make = lambda rows, name: fd.make_set(manifest_df, rows, labels, name,  # noqa: E731
+                                          uncertainty=ft.uncertainty, blank=ft.blank)
+
+    # 1. train + val only
+    train = make(fd.labeled_train_rows(manifest_df, budgets_df, budget, seed), "train")
+    val = make(fd.split_rows(manifest_df, "val"), "val")
+    encoder = build_init_encoder(cfg, init)
+    log.info("cell init=%s mode=%s budget=%s seed=%d: %d labeled train images, %d val images",
+             init, mode, budget, seed, len(train), len(val))
+
+    # 2. fit and select on val
+    if mode == "linear":
+        from medssl.finetune.features import FeatureStore, feature_key, predict_head
+
+        store = None
+        if ft.precompute_features:
+            key, desc = feature_key(arch=cfg.model.arch, in_channels=cfg.model.in_channels,
+                                    input_size=cfg.model.input_size, init=init, init_seed=cfg.seed,
+                                    manifest_paths=manifest_df["path"].astype(str).tolist(),
+                                    images_fingerprint=images_fingerprint(images))
+            store = FeatureStore(feature_dir or ft.feature_dir or out_dir / "features", key, desc)
+        probe, features = _fit_linear(cfg, encoder, images, train, val, labels, tasks, seed, store, device)
+        best_epoch, score, score_name, history = probe.best_epoch, probe.best_score, probe.score_name, probe.history
+        checkpoint = {"head": probe.head.state_dict(), "init": str(init)}
+        val_probs = predict_head(probe.head, features("val", val.rows), device)
+        predict = lambda s: predict_head(probe.head, features("test", s.rows), device)  # noqa: E731
+    else:
+        module = _fit_full(cfg, encoder, images, train, val, labels, tasks, seed, augment)
+        best_epoch, score, score_name, history = module.best_epoch, module.best_score, module.score_name, module.history
+        model = module.best_model()
+        checkpoint = {"encoder": model.encoder.net.state_dict(), "head": model.head.state_dict(), "init": str(init)}
+        val_probs = predict_images(model, images, val, batch_size=ft.batch_size, device=device)
+        predict = lambda s: predict_images(model, images, s, batch_size=ft.batch_size, device=device)  # noqa: E731
+    checkpoint.update(arch=cfg.model.arch, in_channels=cfg.model.in_channels, input_size=cfg.model.input_size,
+                      labels=labels, mode=mode, best_epoch=best_epoch, seed=seed)
+    ckpt_path = out_dir / "best.pt"
+    with atomic.atomic_path(ckpt_path) as tmp:
+        torch.save(checkpoint, tmp)
+    atomic.write_json(out_dir / "history.json", {"selection": score_name, "best_epoch": best_epoch, "epochs": history})
+    atomic.write_table(out_dir / "val_predictions.csv",
+                       predictions_frame(val.paths, val.patient_ids, labels, val_probs, val.labels_raw))
+
+    # 3. only now: the test split, predicted with the selected weights
+    test = make(fd.split_rows(manifest_df, "test"), "test")
+    test_df = predictions_frame(test.paths, test.patient_ids, labels, predict(test), test.labels_raw)
+    pred_path = atomic.write_table(out_dir / "predictions.csv", test_df)
+    ev = cfg.evaluate
+    metrics = write_evaluation(test_df, out_dir, tasks=tasks, n_bootstrap=ev.bootstrap, ci=ev.ci, seed=ev.seed)
+    result = {
+        "n_labeled": len(train), "best_epoch": int(best_epoch), "val_score": float(score), "val_score_name": score_name,
+        "mean_auc": metrics["mean_auc"], "mean_auc_ci_low": metrics["mean_auc_ci_low"],
+        "mean_auc_ci_high": metrics["mean_auc_ci_high"],
+        **{f"auc_{lbl}": metrics["classes"][lbl]["auc"] for lbl in labels},
+        "checkpoint": str(ckpt_path), "predictions": str(pred_path), "metrics": str(out_dir / "metrics.json"),
+        "train_seconds": round(time.perf_counter() - t0, 2),
+    }
+    log.info("cell done: best epoch %d (%s %.4f), test mean AUC %.4f [%.4f, %.4f]", best_epoch, score_name, score,
+             result["mean_auc"], result["mean_auc_ci_low"], result["mean_auc_ci_high"])
+    return result

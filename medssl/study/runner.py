@@ -1,0 +1,198 @@
+"""The resumable study grid: inits x modes x budgets x seeds, one fine-tuning cell each.
+
+Each finished cell writes `cells/<key>.json` atomically; a rerun after a crash skips every cell
+whose JSON exists, so no finished cell is recomputed. `results.csv` is rebuilt from the cell files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pandas as pd
+
+from medssl import atomic
+from medssl.evaluate import json_safe
+from medssl.splits import budget_label
+from medssl.study.report import write_report
+
+log = logging.getLogger(__name__)
+
+RESULT_COLUMNS = ["init", "mode", "budget", "seed", "n_labeled", "mean_auc", "mean_auc_ci_low", "mean_auc_ci_high"]
+
+
+@dataclass(frozen=True)
+class Cell:
+    init: str            # name in the study config ("random", "mocov2", ...)
+    init_path: str       # "random" or a checkpoint / state-dict path
+    mode: str            # "linear" | "full"
+    budget: int | float  # labeled images (int) or fraction of the training images (float)
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.init}__{self.mode}__{budget_label(self.budget)}__seed{self.seed}".replace("%", "pct")
+
+
+def grid(inits: dict[str, str], modes: list[str], budgets: list, seeds: list[int]) -> Iterator[Cell]:
+    """Cells in run order: cheap ones first (linear before full, small budgets first)."""
+    order = {"linear": 0, "full": 1}
+    for mode in sorted(modes, key=lambda m: order.get(m, 2)):
+        for budget in budgets:
+            for seed in seeds:
+                for name, path in inits.items():
+                    yield Cell(name, str(path), mode, budget, seed)
+
+
+CellFn = Callable[[Cell, Path], dict]
+
+
+def run_grid(cells: list[Cell], out_dir: str | Path, cell_fn: CellFn) -> pd.DataFrame:
+    """Run every cell that has no result file yet; return the tidy results table (also written to results.csv).
+
+    `cell_fn(cell, cell_dir)` trains and evaluates one cell and returns a flat dict with at least
+    n_labeled, mean_auc, mean_auc_ci_low, mean_auc_ci_high and auc_<label> per class.
+    """
+    out_dir = Path(out_dir)
+    cell_dir = out_dir / "cells"
+    done, ran = 0, 0
+    for i, cell in enumerate(cells, 1):
+        result_path = cell_dir / f"{cell.key}.json"
+        if result_path.is_file():
+            done += 1
+            continue
+        t0 = time.perf_counter()
+        log.info("cell %d/%d: %s", i, len(cells), cell.key)
+        metrics = cell_fn(cell, cell_dir / cell.key)
+        row = {"init": cell.init, "mode": cell.mode, "budget": budget_label(cell.budget), "seed": cell.seed,
+               **metrics, "seconds": round(time.perf_counter() - t0, 2)}
+        atomic.write_json(result_path, json_safe(row))
+        ran += 1
+    log.info("study: %d cells run, %d already finished", ran, done)
+    results = collect(out_dir, cells)
+    atomic.write_table(out_dir / "results.csv", results)
+    return results
+
+
+def collect(out_dir: str | Path, cells: list[Cell]) -> pd.DataFrame:
+    """The results table from the cell files of `cells` (missing cells are left out)."""
+    rows = []
+    for cell in cells:
+        p = Path(out_dir) / "cells" / f"{cell.key}.json"
+        if p.is_file():
+            rows.append(json.loads(p.read_text()))
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return pd.DataFrame(columns=RESULT_COLUMNS)
+    auc_cols = sorted(c for c in df.columns if c.startswith("auc_"))
+    rest = [c for c in df.columns if c not in RESULT_COLUMNS and c not in auc_cols]
+    return df[[c for c in RESULT_COLUMNS if c in df.columns] + auc_cols + rest]
+
+
+# ----------------------------------------------------------------------------- the study from a config
+DEFAULT_DATA_NOTES = ""
+
+
+def budgets_path_of(cfg) -> Path:
+    """data.budgets, or the table `medssl split` writes beside the manifest (`<stem>.budgets.csv`)."""
+    from medssl.commands.split import budgets_path
+
+    return Path(cfg.data.budgets) if cfg.data.budgets else budgets_path(cfg.data.manifest)
+
+
+def ensure_budgets(cfg, manifest_df: pd.DataFrame) -> pd.DataFrame:
+    """The budgets table covering every (budget, seed) of the study; missing ones are drawn and saved.
+
+    Drawing is deterministic per seed and nested, so adding a budget later never changes the rows of
+    existing ones for the same seed.
+    """
+    from medssl.splits import budget_rows, label_subsets, load_budgets
+
+    path = budgets_path_of(cfg)
+    table = load_budgets(path) if path.is_file() else None
+    wanted = [(b, s) for b in cfg.study.budgets for s in cfg.study.seeds]
+    if table is not None:
+        try:
+            missing = [(b, s) for b, s in wanted if budget_rows(table, b, s).empty]
+        except Exception:  # a table without some budget raises in budget_rows
+            missing = wanted
+        if not missing:
+            return table
+    table = label_subsets(manifest_df, cfg.study.budgets, cfg.study.seeds, labels=cfg.data.labels)
+    atomic.write_table(path, table)
+    log.info("study: labeled subsets written to %s", path)
+    return table
+
+
+def test_prevalence(manifest_df: pd.DataFrame, labels: list[str]) -> dict[str, float]:
+    """Fraction positive among the test rows with a definite (0/1) label, per class."""
+    test = manifest_df[manifest_df["split"] == "test"]
+    out = {}
+    for c in labels:
+        v = test[c].to_numpy(dtype=float)
+        v = v[(v == 0) | (v == 1)]
+        out[c] = float(v.mean()) if v.size else float("nan")
+    return out
+
+
+def run_study(cfg, *, data_notes: str = DEFAULT_DATA_NOTES) -> tuple[pd.DataFrame, Path]:
+    """Run the grid of `cfg.study` on `cfg.data.manifest` (resumable) and write the report.
+
+    Returns the results table and the report path. Cells already finished under
+    `study.output_dir/cells/` are not rerun.
+    """
+    from medssl.config import dump_config
+    from medssl.finetune import data as fd
+    from medssl.finetune.run import augment_from_config, finetune_cell
+    from medssl.manifest import load
+    from medssl.ssl.data import cache_dir_of
+
+    out_dir = Path(cfg.study.output_dir)
+    df = load(cfg.data.manifest, data_root=cfg.data.data_root).reset_index(drop=True)
+    if "split" not in df.columns:
+        from medssl.errors import ManifestError
+
+        raise ManifestError(f"{cfg.data.manifest}: no split column; run `medssl split` first")
+    budgets_df = ensure_budgets(cfg, df)
+    ensure_cache(cfg, df)
+    from medssl.cache import open_cache
+
+    images = open_cache(cache_dir_of(cfg), df, size=cfg.cache.size, dtype=cfg.cache.dtype, window=cfg.cache.window)
+    augment = augment_from_config(cfg)
+    feature_dir = out_dir / "features"
+
+    def cell_fn(cell: Cell, cell_dir: Path) -> dict:
+        return finetune_cell(cfg, manifest_df=df, images=images, budgets_df=budgets_df, init=cell.init_path,
+                             mode=cell.mode, budget=cell.budget, seed=cell.seed, out_dir=cell_dir,
+                             feature_dir=feature_dir, augment=augment if cell.mode == "full" else None)
+
+    for name, path in cfg.study.inits.items():
+        if str(path) != "random" and not Path(path).is_file():
+            from medssl.errors import CheckpointError
+
+            raise CheckpointError(f"study.inits.{name}: {path} does not exist (pretrain first, or remove it)")
+    cells = list(grid(cfg.study.inits, cfg.study.modes, cfg.study.budgets, cfg.study.seeds))
+    results = run_grid(cells, out_dir, cell_fn)
+    labels = fd.label_names(df, cfg.data.labels)
+    report = write_report(out_dir, results, prevalence=test_prevalence(df, labels),
+                          config_text=dump_config(cfg), data_notes=data_notes)
+    return results, report
+
+
+def ensure_cache(cfg, df: pd.DataFrame) -> None:
+    """Build the decoded cache for the manifest when it is missing (a stale one is refused by open_cache)."""
+    from medssl.cache import build_cache
+    from medssl.ssl.data import cache_dir_of
+
+    cache = cache_dir_of(cfg)
+    if (cache / "meta.json").is_file():
+        return
+    log.info("building the decoded cache at %s (one-time)", cache)
+    build_cache(df, cache, data_root=df.attrs.get("data_root"), size=cfg.cache.size, dtype=cfg.cache.dtype,
+                window=cfg.cache.window, shard_size=cfg.cache.shard_size, workers=cfg.cache.workers,
+                on_error=cfg.cache.on_error)
+

@@ -1,0 +1,123 @@
+"""End-to-end cells on 32 px images: artefacts, selection on val only, determinism, feature reuse."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from medssl.finetune.data import ArrayImages
+from medssl.finetune.run import augment_from_config, finetune_cell
+from medssl.models.backbones import build_encoder
+from medssl.models.weights import load_encoder_weights
+
+from .conftest import RecordingImages, budgets_for, tiny_config
+
+
+def _cell(tmp_path, tiny_data, name, *, mode="linear", images=None, manifest=None, cfg=None, **kw):
+    man, imgs = tiny_data
+    man = man if manifest is None else manifest
+    cfg = cfg or tiny_config(**({"finetune.epochs": 25, "finetune.lr": 0.01} if mode == "linear"
+                                else {"finetune.epochs": 2}))
+    kw.setdefault("budget", 40)
+    kw.setdefault("seed", 0)
+    return finetune_cell(cfg, manifest_df=man, images=images or ArrayImages(imgs), budgets_df=budgets_for(man),
+                         mode=mode, out_dir=tmp_path / name, feature_dir=tmp_path / "features", **kw)
+
+
+def _flip_test_labels(man):
+    flipped = man.copy()
+    test = flipped["split"] == "test"
+    for c in ("A", "B"):
+        flipped.loc[test, c] = flipped.loc[test, c].map({1.0: 0.0, 0.0: 1.0, -1.0: -1.0})
+    return flipped
+
+
+def test_linear_cell_learns_and_writes_its_artefacts(tmp_path, tiny_data):
+    man, _ = tiny_data
+    r = _cell(tmp_path, tiny_data, "lin")
+    assert r["n_labeled"] == 40 and r["val_score_name"] == "val_mean_auc"
+    assert r["mean_auc"] > 0.9 and r["mean_auc_ci_low"] <= r["mean_auc"] <= r["mean_auc_ci_high"]
+    preds = pd.read_csv(r["predictions"], dtype={"patient_id": str})
+    test = man[man["split"] == "test"]
+    assert preds["path"].tolist() == test["path"].tolist()
+    assert preds["patient_id"].tolist() == test["patient_id"].tolist()   # manifest's pseudonymised ids only
+    assert ((preds[["prob_A", "prob_B"]] >= 0) & (preds[["prob_A", "prob_B"]] <= 1)).all().all()
+    np.testing.assert_array_equal(preds["target_B"].to_numpy(), test["B"].to_numpy())  # raw, -1 kept
+    for f in ("best.pt", "history.json", "val_predictions.csv", "metrics.json", "roc.png"):
+        assert (tmp_path / "lin" / f).is_file()
+    ckpt = torch.load(r["checkpoint"], weights_only=True)
+    assert ckpt["mode"] == "linear" and ckpt["labels"] == ["A", "B"] and ckpt["head"]["weight"].shape == (2, 512)
+
+
+def test_selection_never_looks_at_the_test_split(tmp_path, tiny_data):
+    """Flipping every test label cannot change the selected epoch, its val score or the test probabilities;
+    and no test image is read before training and selection are over."""
+    man, imgs = tiny_data
+    test_rows = set(np.flatnonzero(man["split"].to_numpy() == "test"))
+    for mode in ("linear", "full"):
+        rec = RecordingImages(imgs)
+        a = _cell(tmp_path, tiny_data, f"{mode}-a", mode=mode, images=rec)
+        b = _cell(tmp_path, tiny_data, f"{mode}-b", mode=mode, manifest=_flip_test_labels(man))
+        assert (a["best_epoch"], a["val_score"]) == (b["best_epoch"], b["val_score"])
+        pa, pb = (pd.read_csv(r["predictions"]) for r in (a, b))
+        np.testing.assert_array_equal(pa["prob_A"], pb["prob_A"])
+        assert a["mean_auc"] + b["mean_auc"] == pytest.approx(1.0)  # flipped labels mirror the AUC
+        first_test = next(i for i, r in enumerate(rec.log) if r in test_rows)
+        assert not test_rows & set(rec.log[:first_test])
+        assert all(r in test_rows for r in rec.log[first_test:])   # nothing trains or validates after it
+
+
+def test_cells_are_deterministic_per_seed(tmp_path, tiny_data):
+    """Same seed -> identical predictions (full mode: see the test above, whose paired runs must match
+    exactly); another seed -> another labeled subset order and head init -> other predictions."""
+    probs = lambda r: pd.read_csv(r["predictions"])[["prob_A", "prob_B"]].to_numpy()  # noqa: E731
+    a, b = (_cell(tmp_path, tiny_data, f"lin{i}", seed=0) for i in range(2))
+    np.testing.assert_array_equal(probs(a), probs(b))
+    man, _ = tiny_data
+    other = finetune_cell(tiny_config(**{"finetune.epochs": 25, "finetune.lr": 0.01}), manifest_df=man,
+                          images=ArrayImages(tiny_data[1]), budgets_df=budgets_for(man, seed=1), budget=40, seed=1,
+                          out_dir=tmp_path / "seed1", feature_dir=tmp_path / "features")
+    assert not np.array_equal(probs(a), probs(other))
+
+
+def test_linear_features_are_encoded_once_and_reused(tmp_path, tiny_data):
+    _, imgs = tiny_data
+    first = RecordingImages(imgs)
+    _cell(tmp_path, tiny_data, "b40", images=first, budget=40)
+    assert len(first.log) == 40 + 24 + 24   # budget rows, val, test: once each
+    again = RecordingImages(imgs)
+    _cell(tmp_path, tiny_data, "b20", images=again, budget=20)   # nested budget, other seed of the head
+    assert again.log == []
+    assert len(list((tmp_path / "features").iterdir())) == 1
+
+
+def test_pretrained_init_is_loaded_and_changes_features(tmp_path, tiny_data):
+    torch.manual_seed(123)
+    enc = build_encoder("resnet18")
+    torch.save({"state_dict": {f"encoder.net.{k}": v for k, v in enc.net.state_dict().items()}}, tmp_path / "p.ckpt")
+    r = _cell(tmp_path, tiny_data, "pre", init=str(tmp_path / "p.ckpt"))
+    rnd = _cell(tmp_path, tiny_data, "rnd")
+    assert len(list((tmp_path / "features").iterdir())) == 2   # one store per init
+    assert r["val_score"] != rnd["val_score"] or r["mean_auc"] != rnd["mean_auc"]
+    assert torch.load(r["checkpoint"], weights_only=True)["init"] == str(tmp_path / "p.ckpt")
+
+
+def test_full_cell_augments_training_batches_and_checkpoint_loads_into_a_plain_encoder(tmp_path, tiny_data):
+    cfg = tiny_config(**{"finetune.class_weights": "true", "finetune.epochs": 2})
+    policy = augment_from_config(cfg)   # the modality-safe x-ray policy, 32 px views
+    seen = []
+
+    def augment(x, generator):
+        seen.append(tuple(x.shape))
+        out = policy(x, generator)
+        assert out.shape == x.shape and out.dtype == torch.float32 and not torch.equal(out, x)
+        return out
+
+    r = _cell(tmp_path, tiny_data, "full", mode="full", cfg=cfg, augment=augment)
+    assert seen == [(16, 1, 32, 32)] * (2 * 2)   # 2 epochs x 2 full training batches; never val or test
+    assert 0 <= r["best_epoch"] < 2 and np.isfinite(r["mean_auc"])
+    enc = build_encoder("resnet18")
+    load_encoder_weights(r["checkpoint"], enc)
+    saved = torch.load(r["checkpoint"], weights_only=True)["encoder"]
+    for k, v in enc.net.state_dict().items():
+        torch.testing.assert_close(v, saved[k])
