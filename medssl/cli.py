@@ -81,6 +81,18 @@ def os_error_message(e: OSError) -> str:
     return f"{paths + ': ' if paths else ''}{reason} ({hint})"
 
 
+def _quiet_third_party() -> None:
+    """Lightning logs hardware/tip banners at INFO through its own handler (so twice with ours) and
+    emits deprecation chatter from its internals: keep medssl's own progress readable; -v shows all."""
+    import warnings
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"lightning\..*")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run a sub-command. Exit codes: 0 ok, 2 a medssl error (bad input/config), 1 a system error
     (disk full, permissions, missing path; one line, no traceback unless -v), 130 interrupted."""
@@ -91,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if not args.verbose:
+        _quiet_third_party()
     try:
         return int(args.func(args) or 0)
     except MedsslError as e:

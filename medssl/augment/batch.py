@@ -181,20 +181,21 @@ def geometry_matrices(p: dict, in_hw: tuple[int, int], out_size: int) -> tuple[t
 def sampling_grid(m: torch.Tensor, out_size: int, projective: bool) -> torch.Tensor:
     """(B, S, S, 2) grid_sample grid from (B, 3, 3) output->input maps (align_corners=False).
 
-    Written as broadcast sums of per-row and per-column terms (x' = m00 u + m01 v + m02), which
-    is several times faster on CPU than affine_grid's (S*S, 3) @ (3, 2) batched matmul and gives
-    the same numbers; projective maps divide by the third row (z > 0 for distortion <= 0.25).
+    Written as broadcast sums of per-row and per-column terms (x' = m00 u + m01 v + m02) into
+    planar (B, 3, S, S) coordinates, returned as a (B, S, S, 2) view (not contiguous). Same numbers
+    as affine_grid, but on CPU the planar layout avoids broadcasting over a size-2 inner dimension
+    (the homography division is one in-place pass) and grid_sample reads it faster than an
+    interleaved grid (bench: 11 ms instead of 31 ms for 64 x 224^2 projective views, one thread).
+    Projective maps divide by the third row (z > 0 for distortion <= 0.25).
     """
     c = torch.linspace(-1 + 1 / out_size, 1 - 1 / out_size, out_size, device=m.device, dtype=m.dtype)
-    # (B, S_cols, 2) terms varying along columns (+ offsets) and (B, S_rows, 2) along rows:
-    # one broadcast add writes the contiguous grid in a single pass
-    along_cols = m[:, None, :2, 0] * c[None, :, None] + m[:, None, :2, 2]
-    along_rows = m[:, None, :2, 1] * c[None, :, None]
-    grid = along_cols[:, None, :, :] + along_rows[:, :, None, :]
+    rows_used = 3 if projective else 2
+    along_cols = m[:, :rows_used, 0, None] * c + m[:, :rows_used, 2, None]     # (B, k, S): x' terms of u
+    along_rows = m[:, :rows_used, 1, None] * c                                 # (B, k, S): terms of v
+    planes = along_cols[:, :, None, :] + along_rows[:, :, :, None]             # (B, k, S_rows, S_cols)
     if projective:
-        z = (m[:, 2, 0, None] * c + m[:, 2, 2, None])[:, None, :] + (m[:, 2, 1, None] * c)[:, :, None]
-        grid.mul_(z.reciprocal_().unsqueeze(-1))
-    return grid
+        planes[:, :2].mul_(planes[:, 2:].reciprocal_())
+    return planes[:, :2].permute(0, 2, 3, 1)
 
 
 def resample(x: torch.Tensor, m: torch.Tensor, out_size: int, projective: bool) -> torch.Tensor:

@@ -87,12 +87,11 @@ def row_keys(manifest) -> np.ndarray:
     if "path" not in manifest.columns:
         raise CacheError("the manifest has no `path` column; create it with `medssl manifest`")
     paths = manifest["path"].astype(str).to_numpy()
-    frames = frames_of(manifest)
-    keys = np.empty(len(paths), dtype=np.uint64)
-    for i, (p, f) in enumerate(zip(paths, frames)):
-        digest = hashlib.blake2b(f"{p}\0{f}".encode(), digest_size=8).digest()
-        keys[i] = int.from_bytes(digest, "little")
-    return keys
+    frames = frames_of(manifest).tolist()
+    blake2b = hashlib.blake2b
+    # one bytes object of all 8-byte digests, read as little-endian uint64 in one go
+    digests = b"".join(blake2b(f"{p}\0{f}".encode(), digest_size=8).digest() for p, f in zip(paths, frames))
+    return np.frombuffer(digests, dtype="<u8").astype(np.uint64)
 
 
 def manifest_hash(keys: np.ndarray) -> str:

@@ -39,7 +39,7 @@ def _add_out(parser: argparse.ArgumentParser, default: str) -> None:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "bench", help="throughput benchmarks (JSON out): io, and later pipeline/pretrain/finetune/scale",
+        "bench", help="throughput benchmarks (JSON out): io, pipeline, pretrain, finetune, scale, all",
         description="Measure throughput on this machine; results go to a JSON file and a printed table.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="part", metavar="PART")

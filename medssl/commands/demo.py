@@ -58,10 +58,10 @@ def register(subparsers) -> None:
     p.add_argument("--budgets", help="comma-separated label budgets (counts or fractions); default: scaled to the data")
     p.add_argument("--seeds", default="0,1", help="comma-separated seeds for the labeled subsets (default: 0,1)")
     p.add_argument("--size", type=int, default=128, help="cache image size in pixels (default: 128)")
-    p.add_argument("--input-size", type=int, default=96, help="network input size in pixels (default: 96)")
+    p.add_argument("--input-size", type=int, default=64, help="network input size in pixels (default: 64)")
     p.add_argument("--arch", default="resnet18", help="encoder architecture (default: resnet18)")
     p.add_argument("--pretrain-epochs", type=int, default=4, help="pretraining epochs per method (default: 4)")
-    p.add_argument("--finetune-epochs", type=int, default=6, help="fine-tuning epochs per cell (default: 6)")
+    p.add_argument("--finetune-epochs", type=int, default=5, help="fine-tuning epochs per cell (default: 5)")
     p.add_argument("--methods", default="mocov2-micle,simclr",
                    help="pretraining runs, each METHOD[-micle] (default: mocov2-micle,simclr)")
     p.add_argument("--modes", default="linear,full", help="fine-tuning modes (default: linear,full)")

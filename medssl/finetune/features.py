@@ -116,9 +116,31 @@ class FeatureStore:
         return have_feats[idx]
 
 
+class StandardizedLinear(nn.Module):
+    """A linear head on features standardised with the labeled training set's mean/std.
+
+    Frozen features of a briefly trained or random encoder can be large and badly scaled
+    (norms in the thousands after few steps, BN statistics unsettled): without standardising,
+    the logits saturate and the probe learns nothing. Mean/std are buffers, saved with the head.
+    """
+
+    def __init__(self, mean: np.ndarray, std: np.ndarray, n_classes: int):
+        super().__init__()
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32))
+        self.linear = nn.Linear(len(mean), n_classes)
+
+    @property
+    def out_features(self) -> int:
+        return self.linear.out_features
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.linear((feats - self.mean) / self.std)
+
+
 @dataclass
 class ProbeResult:
-    head: nn.Linear
+    head: StandardizedLinear
     best_epoch: int
     best_score: float
     score_name: str
@@ -146,11 +168,13 @@ def fit_linear_probe(train_feats: np.ndarray, train: LabeledSet, val_feats: np.n
     """
     gen = torch.Generator().manual_seed(int(seed))
     torch.manual_seed(int(seed))
-    head = nn.Linear(train_feats.shape[1], len(labels))
+    mean = train_feats.mean(axis=0)
+    std = train_feats.std(axis=0) + 1e-6 * (np.abs(mean) + 1.0)  # constant features stay finite
+    head = StandardizedLinear(mean, std, len(labels))
     with torch.no_grad():  # initialise from the seeded generator, independent of global RNG state
         bound = 1.0 / np.sqrt(train_feats.shape[1])
-        head.weight.uniform_(-bound, bound, generator=gen)
-        head.bias.zero_()
+        head.linear.weight.uniform_(-bound, bound, generator=gen)
+        head.linear.bias.zero_()
     head.to(device)
     x = torch.from_numpy(train_feats).to(device)
     t = torch.from_numpy(train.targets).to(device)

@@ -4,7 +4,9 @@ Pipeline per file: parse (pixel-free when only the header is wanted) -> validate
 transfer syntax -> refuse oversized declared sizes -> decode (one frame or all) -> colour to
 gray (RGB/YBR luminance, PALETTE COLOR through its LUT) -> Modality LUT (slope/intercept or
 LUT sequence) -> VOI LUT / window -> invert MONOCHROME1, so bright always means dense.
-Math is float64 until the final float32 output.
+Common case (integer pixels, slope/intercept, LINEAR window or full range): Modality LUT,
+window and inversion are one affine map applied in float32 (medssl.io.window.to_unit);
+Modality/VOI LUT sequences, SIGMOID and colour go through pydicom in float64.
 """
 
 from __future__ import annotations
@@ -310,15 +312,40 @@ def _modality_range(ds, values: np.ndarray) -> tuple[float, float]:
     return float(values.min()), float(values.max())
 
 
-def _file_voi(path, ds, values: np.ndarray) -> np.ndarray:
-    """The file's own VOI: VOI LUT Sequence, else Window Center/Width, else full range -> [0, 1]."""
+def _linear_rescale(ds, arr: np.ndarray) -> tuple[float, float] | None:
+    """(slope, intercept) of a linear Modality LUT on integer pixels, or None (use pydicom's).
+
+    Mirrors pydicom's apply_modality_lut: a Modality LUT Sequence wins, else RescaleSlope
+    and RescaleIntercept when both are present, else identity. None too when the values
+    would not be finite, so pydicom's path reports the problem.
+    """
+    if arr.dtype.kind not in "iu" or ds.get("ModalityLUTSequence"):
+        return None
+    if "RescaleSlope" not in ds or "RescaleIntercept" not in ds:
+        return 1.0, 0.0
+    try:
+        slope, intercept = float(ds.RescaleSlope), float(ds.RescaleIntercept)
+    except Exception:
+        return None
+    info = np.iinfo(arr.dtype)
+    ends = (info.min * slope + intercept, info.max * slope + intercept)
+    return (slope, intercept) if all(math.isfinite(v) for v in ends) else None
+
+
+def _file_voi(path, ds, values: np.ndarray, slope: float = 1.0, intercept: float = 0.0,
+              invert: bool = False) -> np.ndarray:
+    """The file's own VOI -> [0, 1] (1 - that when invert) of modality units values * slope + intercept.
+
+    VOI LUT Sequence, else Window Center/Width, else the full range.
+    """
     from pydicom.pixels import apply_voi
 
     if ds.get("VOILUTSequence"):
         try:
             depth = int(ds.VOILUTSequence[0].LUTDescriptor[2])
-            out = apply_voi(np.rint(values).astype(np.int64), ds)
-            return scale_range(out, 0.0, 2.0 ** depth - 1)
+            modality = np.asarray(values, dtype=np.float64) * slope + intercept
+            out = apply_voi(np.rint(modality).astype(np.int64), ds)
+            return scale_range(out, 0.0, 2.0 ** depth - 1, invert=invert)
         except Exception as e:  # a broken LUT should not cost the image: use the window/range
             log.warning("%s: VOI LUT Sequence unusable (%s); using the window or the full range", path, e)
     if "WindowCenter" in ds and "WindowWidth" in ds:
@@ -328,10 +355,10 @@ def _file_voi(path, ds, values: np.ndarray) -> np.ndarray:
             center = float(center[0] if ds["WindowCenter"].VM > 1 else center)
             width = float(width[0] if ds["WindowWidth"].VM > 1 else width)
             function = (_text(ds, "VOILUTFunction") or "LINEAR").upper()
-            return apply_window(values, center, width, function)
+            return apply_window(values, center, width, function, slope=slope, intercept=intercept, invert=invert)
         except Exception as e:
             log.warning("%s: Window Center/Width unusable (%s); scaling the full range", path, e)
-    return scale_full_range(values)
+    return scale_full_range(values, slope=slope, invert=invert)
 
 
 # ----------------------------------------------------------------------------- reading
@@ -380,7 +407,12 @@ def _read_dicom(path, frame, spec, max_pixels) -> Image:
 
     photometric = (_text(ds, "PhotometricInterpretation") or "").upper()
     color = spp == 3 or photometric == "PALETTE COLOR"
-    if spp == 3:  # pydicom already converted YBR_* to RGB
+    slope, intercept = 1.0, 0.0   # Modality LUT still to apply to `values` (fast path only)
+    rescale = None if color else _linear_rescale(ds, arr)
+    if rescale is not None and spec != "none":
+        values, full = arr, None   # stored integers: finite; the rescale folds into the window map
+        slope, intercept = rescale
+    elif spp == 3:  # pydicom already converted YBR_* to RGB
         values = to_grayscale(arr)
         full = 2.0 ** int(ds.get("BitsStored") or bits) - 1
     elif photometric == "PALETTE COLOR":
@@ -390,7 +422,7 @@ def _read_dicom(path, frame, spec, max_pixels) -> Image:
     else:
         values = np.asarray(apply_modality_lut(arr, ds), dtype=np.float64)
         full = None
-    if not np.isfinite(values).all():
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
         raise ReaderError(path, "pixel values contain NaN/Inf after the Modality LUT (corrupt float pixel "
                                 "data or RescaleSlope/Intercept); fix or re-export the file")
 
@@ -407,11 +439,10 @@ def _read_dicom(path, frame, spec, max_pixels) -> Image:
         meta["units"] = "HU" if meta["modality"] == "CT" and not color else "raw"
         return Image(values.astype(np.float32), meta)
     if spec == "voi":
-        out = scale_range(values, 0.0, full) if color else _file_voi(path, ds, values)
+        out = scale_range(values, 0.0, full, invert=invert) if color else \
+            _file_voi(path, ds, values, slope, intercept, invert)
     else:
-        out = apply_window(values, *spec)
-    if invert:
-        out = 1.0 - out
+        out = apply_window(values, *spec, slope=slope, intercept=intercept, invert=invert)
     meta["units"] = "unit"
     return Image(out.astype(np.float32, copy=False), meta)
 

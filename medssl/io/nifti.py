@@ -24,6 +24,10 @@ from medssl.io.window import apply_window, parse_window, scale_full_range, scale
 
 SUFFIXES = (".nii", ".nii.gz")
 
+#: Voxel types kept as read (smaller and faster than float64); others become float64.
+_KEPT_DTYPES = frozenset(np.dtype(t) for t in ("int8", "uint8", "int16", "uint16", "int32", "uint32",
+                                               "float32", "float64"))
+
 #: Named slice axes of a (D, H, W) volume.
 SLICE_AXES = {"axial": 0, "coronal": 1, "sagittal": 2}
 
@@ -92,16 +96,26 @@ def _to_dhw(data_ras: np.ndarray) -> np.ndarray:
     return data_ras[::-1, ::-1, ::-1].transpose(2, 1, 0)
 
 
-def _canonical(path, img, frame) -> tuple[np.ndarray, tuple[float, ...]]:
-    """Spatial data (float64, DHW, 2D squeezed) and its spacing in mm."""
+def _canonical(path, img, frame, slab=None) -> tuple[np.ndarray, tuple[float, ...]]:
+    """Spatial data (DHW, 2D squeezed; the file's int/float dtype, float64 otherwise) and its spacing in mm.
+
+    slab: (file axis, index) to read only that one-voxel-thick slab of the volume (nibabel
+    reads just those bytes; the slab's axis is then the squeezed one).
+    """
     import nibabel as nib
 
     spatial, index = _spatial_shape(path, img, frame)
-    data = np.asarray(img.dataobj[index], dtype=np.float64).reshape(spatial)
+    if slab is not None:
+        axis, k = slab
+        index = index[:axis] + (slice(k, k + 1),) + index[axis + 1:]
+        spatial = spatial[:axis] + (1,) + spatial[axis + 1:]
+    data = np.asarray(img.dataobj[index]).reshape(spatial)  # scl_slope/inter applied by nibabel
+    if data.dtype not in _KEPT_DTYPES:
+        data = data.astype(np.float64)
     if data.ndim == 2:
         data = data[:, :, None]
     canonical = nib.as_closest_canonical(nib.Nifti1Image(data, img.affine))
-    ras = np.asarray(canonical.dataobj, dtype=np.float64)
+    ras = np.asarray(canonical.dataobj)
     zooms = tuple(float(z) for z in canonical.header.get_zooms()[:3])
     pixels, spacing = _to_dhw(ras), (zooms[2], zooms[1], zooms[0])
     singles = [a for a in range(3) if pixels.shape[a] == 1]
@@ -149,13 +163,48 @@ def select_slice(path, pixels: np.ndarray, spacing, slice_axis=None, slice_index
     return out, spacing
 
 
+def _slab(img, spatial, slice_axis, slice_index):
+    """(file axis, index) holding the requested (D, H, W) slice, or None when the whole volume is needed.
+
+    Only for one slice (an int or "middle") of a genuine 3D volume; out-of-range and malformed
+    requests return None so that select_slice reports them. Uses the same orientation as
+    `nibabel.as_closest_canonical`: DHW axis a is RAS axis 2 - a, reversed.
+    """
+    import nibabel as nib
+
+    if (slice_axis is None and slice_index is None) or slice_index == "all" or len(spatial) != 3 \
+            or 1 in spatial:
+        return None
+    axis = 0 if slice_axis is None else SLICE_AXES.get(str(slice_axis).lower(), slice_axis)
+    if axis not in (0, 1, 2) or isinstance(axis, bool):
+        return None
+    ornt = nib.io_orientation(img.affine)
+    if np.isnan(ornt).any():
+        return None
+    file_axis = int(np.flatnonzero(ornt[:, 0] == 2 - axis)[0])
+    n = spatial[file_axis]
+    if slice_index is None or slice_index == "middle":
+        index = n // 2
+    else:
+        try:
+            index = int(slice_index)
+        except (TypeError, ValueError):
+            return None
+        if not 0 <= index < n:
+            return None
+    # DHW index -> RAS index n-1-index -> file index (the file axis is reversed when flip is -1)
+    return file_axis, (index if ornt[file_axis, 1] < 0 else n - 1 - index)
+
+
 def read_nifti(path, *, frame: int | None = None, window="voi", slice_axis=None, slice_index=None,
                max_pixels: int | None = None) -> Image:
     """Read a .nii/.nii.gz into an Image: (D, H, W) volume, or (H, W) for 2D files or a slice.
 
     frame picks the volume of a 4D file. "voi" uses the header's cal_min/cal_max display
     range when set, else the volume's full range (computed before slicing, so slices of
-    one volume share a scale). Raises ReaderError/ImageTooLargeError.
+    one volume share a scale). One slice with a window that does not need the volume's range
+    ("none", an explicit window, or cal_min/cal_max) reads only that slice from the file.
+    Raises ReaderError/ImageTooLargeError.
     """
     spec = parse_window(window)
     img = _load(path)
@@ -163,7 +212,9 @@ def read_nifti(path, *, frame: int | None = None, window="voi", slice_axis=None,
         spatial, _ = _spatial_shape(path, img, frame)
         check_declared_size(path, spatial, max_pixels, what="NIfTI volume")
         _check_dtype(path, img)
-        values, spacing = _canonical(path, img, frame)
+        slab = None if spec == "voi" and _cal_range(img) is None else \
+            _slab(img, spatial, slice_axis, slice_index)
+        values, spacing = _canonical(path, img, frame, slab)
     except (MedsslError, MemoryError):
         raise
     except Exception as e:
@@ -186,7 +237,8 @@ def read_nifti(path, *, frame: int | None = None, window="voi", slice_axis=None,
         else:
             out = apply_window(values, *spec)
         meta["units"] = "unit"
-    out, spacing = select_slice(path, out, spacing, slice_axis, slice_index)
+    if slab is None:
+        out, spacing = select_slice(path, out, spacing, slice_axis, slice_index)
     meta["spacing"] = tuple(float(s) for s in spacing) if spacing else None
     return Image(np.ascontiguousarray(out, dtype=np.float32), meta)
 

@@ -1,10 +1,14 @@
 """Pretraining data: train rows of the manifest -> decoded cache -> patient-aware pair batches.
 
 Flow per step: the main process samples `(epoch, batch)` keys; a DataLoader worker turns a key
-into uint8/uint16 pixels by slicing the cache memmap (no decode, no augmentation) plus int64
-patient codes; `on_after_batch_transfer` augments both views on the training device with the
-batched policy (GPU on a GPU, same code on CPU). With `augment.on_device: cpu` the workers run the
-policy's per-sample (MONAI) path instead.
+into uint8/uint16 pixels by slicing the cache memmap plus int64 patient codes. Where the two
+views are augmented (`augment.on_device`):
+  * "auto" on a GPU, or "gpu": `on_after_batch_transfer` augments both views on the device with
+    the batched policy (`policy.batch`); workers do no augmentation.
+  * "auto" on CPU: the workers run the same `policy.batch` call on their batch (one torch thread
+    each, DataLoader's default), so augmentation overlaps the training step instead of
+    serialising with it in the main process; same generator seed, identical views.
+  * "cpu": the workers run the policy's per-sample (MONAI) path.
 
 Determinism and resume: the pair plan of an epoch is a pure function of (seed, epoch) and every
 batch's augmentation randomness of (seed, epoch, batch, rank). The only state is a cursor
@@ -149,8 +153,11 @@ class PairBatchDataset(Dataset):
     [0, 1] already augmented for the CPU path; "patient": int64 (B,); "epoch", "batch": int}.
     """
 
-    def __init__(self, images, plan: EpochPlan, *, seed: int = 0, cpu_policy=None):
-        self.images, self.plan, self.seed, self.cpu_policy = images, plan, seed, cpu_policy
+    def __init__(self, images, plan: EpochPlan, *, seed: int = 0, cpu_policy=None, batch_policy=None):
+        if cpu_policy is not None and batch_policy is not None:
+            raise ValueError("give cpu_policy (per-sample path) or batch_policy (batched path), not both")
+        self.images, self.plan, self.seed = images, plan, seed
+        self.cpu_policy, self.batch_policy = cpu_policy, batch_policy
 
     def __len__(self) -> int:
         return self.plan.n_batches
@@ -162,8 +169,13 @@ class PairBatchDataset(Dataset):
         b = a if np.array_equal(idx_a, idx_b) else self._read(idx_b)
         pixels = np.stack([a, b], axis=1)
         boxes = self._boxes(idx_a, idx_b)
+        seed = step_seed(self.seed, epoch, batch, self.plan.rank)
         if self.cpu_policy is not None:
-            images = self._augment_cpu(pixels, boxes, step_seed(self.seed, epoch, batch, self.plan.rank))
+            images = self._augment_cpu(pixels, boxes, seed)
+        elif self.batch_policy is not None:
+            generator = torch.Generator().manual_seed(seed)
+            images = augment_pair_views(self.batch_policy, torch.from_numpy(pixels), generator,
+                                        None if boxes is None else torch.from_numpy(boxes))
         else:
             images = torch.from_numpy(pixels)
         item = {"images": images, "patient": torch.from_numpy(np.asarray(patient, dtype=np.int64)),
@@ -193,6 +205,21 @@ class PairBatchDataset(Dataset):
                 box = None if boxes is None else tuple(int(c) for c in boxes[i, v])
                 out[i, v] = torch.as_tensor(self.cpu_policy(x[i, v:v + 1], box=box))[0]
         return out
+
+
+def augment_pair_views(policy, x: torch.Tensor, generator: torch.Generator, boxes=None) -> torch.Tensor:
+    """Both views of a pair batch in one `policy.batch` call: x (B, 2, H, W) uint8/uint16, boxes
+    (B, 2, 4) or None -> float32 (B, 2, S, S) in [0, 1], on x's device.
+
+    The one definition of the batched augmentation order (view a of every sample, then view b), so
+    the worker and the on-device paths draw identical parameters from one seeded generator.
+    """
+    b = x.shape[0]
+    stacked = torch.cat([x[:, 0:1], x[:, 1:2]], dim=0)  # (2B, 1, H, W): one call for both views
+    if boxes is not None:
+        boxes = torch.cat([boxes[:, 0], boxes[:, 1]], dim=0)
+    views = policy.batch(stacked, generator=generator, boxes=boxes)
+    return torch.stack([views[:b, 0], views[b:, 0]], dim=1)
 
 
 @dataclass
@@ -284,9 +311,13 @@ class PretrainDataModule(pl.LightningDataModule):
     "seed": int} with S = model.input_size.
     """
 
-    def __init__(self, cfg, *, manifest: Optional[pd.DataFrame] = None):
+    def __init__(self, cfg, *, manifest: Optional[pd.DataFrame] = None, augment_in_workers: Optional[bool] = None):
+        """`augment_in_workers`: run the batched policy in the DataLoader workers (True) or after
+        transfer (False); None decides from `augment.on_device` and the trainer's accelerator
+        (`augment_where`), after transfer when no trainer is attached."""
         super().__init__()
         self.cfg = cfg
+        self.augment_in_workers = augment_in_workers
         self._manifest = manifest
         self.cursor = Cursor()
         self.plan: Optional[EpochPlan] = None
@@ -297,6 +328,7 @@ class PretrainDataModule(pl.LightningDataModule):
         self.monitor: Optional[MonitorSet] = None
         self.n_patients = 0
         self._generators: dict = {}
+        self._where: Optional[str] = None
 
     # --- setup
     def prepare(self) -> None:
@@ -324,14 +356,26 @@ class PretrainDataModule(pl.LightningDataModule):
     def setup(self, stage: Optional[str] = None) -> None:
         self.prepare()
         rank, world = self._rank_world()
-        if self.plan is not None and (self.plan.rank, self.plan.world_size) == (rank, world):
+        where = self._augment_where()
+        if (self.plan is not None and (self.plan.rank, self.plan.world_size) == (rank, world)
+                and self._where == where):
             return
         cfg = self.cfg
         self.plan = EpochPlan(self.sampler, cfg.trainer.batch_size, rank, world)
-        cpu_policy = self.policy if augment_on_cpu(cfg) else None
-        self.dataset = PairBatchDataset(self.images, self.plan, seed=cfg.trainer.seed, cpu_policy=cpu_policy)
+        self._where = where
+        self.dataset = PairBatchDataset(self.images, self.plan, seed=cfg.trainer.seed,
+                                        cpu_policy=self.policy if where == "per_sample" else None,
+                                        batch_policy=self.policy if where == "workers" else None)
+        log.info("augmentation: %s", where)
         log.info("%d batches of %d pairs per epoch on each of %d device(s)", self.plan.n_batches,
                  cfg.trainer.batch_size, world)
+
+    def _augment_where(self) -> str:
+        trainer = self.trainer
+        if self.augment_in_workers is not None and self.cfg.augment.on_device != "cpu":
+            return "workers" if self.augment_in_workers else "device"
+        device = None if trainer is None else trainer.strategy.root_device.type
+        return augment_where(self.cfg, device)
 
     def _rank_world(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -360,16 +404,10 @@ class PretrainDataModule(pl.LightningDataModule):
         rank = self.plan.rank if self.plan is not None else 0
         seed = step_seed(self.cfg.trainer.seed, epoch, index, rank)
         x = batch["images"]
-        if x.dtype.is_floating_point:  # CPU path: already augmented in the worker
+        if x.dtype.is_floating_point:  # already augmented in the worker (batched or per-sample path)
             views = x
         else:
-            b = x.shape[0]
-            stacked = torch.cat([x[:, 0:1], x[:, 1:2]], dim=0)  # (2B, 1, S, S): one call for both views
-            boxes = batch.get("boxes")
-            if boxes is not None:
-                boxes = torch.cat([boxes[:, 0], boxes[:, 1]], dim=0)
-            views = self.policy.batch(stacked, generator=self._generator(x.device, seed), boxes=boxes)
-            views = torch.stack([views[:b, 0], views[b:, 0]], dim=1)
+            views = augment_pair_views(self.policy, x, self._generator(x.device, seed), batch.get("boxes"))
         view_a, view_b = views[:, 0:1], views[:, 1:2]
         if self.cfg.model.channels_last:
             view_a = view_a.contiguous(memory_format=torch.channels_last)
@@ -392,7 +430,22 @@ class PretrainDataModule(pl.LightningDataModule):
 
 # ----------------------------------------------------------------------------- factories
 def augment_on_cpu(cfg) -> bool:
+    """True for the per-sample (MONAI) path in the workers (`augment.on_device: cpu`)."""
     return cfg.augment.on_device == "cpu"
+
+
+def augment_where(cfg, device_type: Optional[str]) -> str:
+    """Where pair views are augmented: "per_sample" (workers, MONAI per sample), "workers" (workers,
+    batched policy) or "device" (after transfer, batched policy).
+
+    `device_type`: the training device ("cpu", "cuda", ...) or None when no trainer is attached
+    (then "device": the caller augments after its own transfer, as before a trainer exists).
+    """
+    if augment_on_cpu(cfg):
+        return "per_sample"
+    if cfg.augment.on_device == "auto" and device_type == "cpu":
+        return "workers"
+    return "device"
 
 
 def build_policy(cfg):

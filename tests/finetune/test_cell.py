@@ -46,7 +46,7 @@ def test_linear_cell_learns_and_writes_its_artefacts(tmp_path, tiny_data):
     for f in ("best.pt", "history.json", "val_predictions.csv", "metrics.json", "roc.png"):
         assert (tmp_path / "lin" / f).is_file()
     ckpt = torch.load(r["checkpoint"], weights_only=True)
-    assert ckpt["mode"] == "linear" and ckpt["labels"] == ["A", "B"] and ckpt["head"]["weight"].shape == (2, 512)
+    assert ckpt["mode"] == "linear" and ckpt["labels"] == ["A", "B"] and ckpt["head"]["linear.weight"].shape == (2, 512)
 
 
 def test_selection_never_looks_at_the_test_split(tmp_path, tiny_data):

@@ -114,3 +114,44 @@ def test_probe_auc_reads_separable_and_random_features():
         assert probe_auc(separable, labels, groups, method=method) > 0.95
         assert abs(probe_auc(noise, labels, groups, method=method) - 0.5) < 0.2
     assert math.isnan(probe_auc(noise, np.full((80, 1), np.nan), groups))
+
+
+def test_views_augmented_in_a_worker_equal_the_main_process_views(tmp_path):
+    """CPU training augments in the DataLoader workers with the same per-batch seed: identical views."""
+    from torch.utils.data import DataLoader
+
+    from medssl.ssl.data import augment_where
+
+    data = tiny_dataset(tmp_path)
+    cfg = tiny_config(data, tmp_path / "out")
+    assert augment_where(cfg, "cpu") == "workers" and augment_where(cfg, "cuda") == "device"
+    assert augment_where(cfg, None) == "device"
+    assert augment_where(tiny_config(data, tmp_path / "o", "augment.on_device=cpu"), "cpu") == "per_sample"
+    assert augment_where(tiny_config(data, tmp_path / "o", "augment.on_device=gpu"), "cpu") == "device"
+
+    main = PretrainDataModule(cfg, augment_in_workers=False)
+    main.setup("fit")
+    workers = PretrainDataModule(cfg, augment_in_workers=True)
+    workers.setup("fit")
+    keys = [(0, 1), (1, 0)]
+    loader = DataLoader(workers.dataset, batch_size=None, sampler=keys, num_workers=1)  # a real worker process
+    for key, item in zip(keys, loader):
+        assert item["images"].dtype == torch.float32 and item["images"].shape == (8, 2, 32, 32)
+        got = workers.on_after_batch_transfer(item, 0)
+        want = main.on_after_batch_transfer(main.dataset[key], 0)
+        assert want["seed"] == got["seed"] == step_seed(cfg.trainer.seed, *key)
+        assert torch.equal(got["view_a"], want["view_a"]) and torch.equal(got["view_b"], want["view_b"])
+        assert not torch.equal(got["view_a"], got["view_b"])
+
+    # a CPU trainer switches the default ("auto") module to augmenting in the workers
+    import lightning.pytorch as pl
+
+    auto = PretrainDataModule(cfg)
+    auto.setup("fit")
+    assert auto.dataset[(0, 1)]["images"].dtype == torch.uint8          # no trainer: after transfer
+    auto.trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    auto.setup("fit")
+    item = auto.dataset[(0, 1)]
+    assert item["images"].dtype == torch.float32
+    assert torch.equal(auto.on_after_batch_transfer(item, 0)["view_a"],
+                       main.on_after_batch_transfer(main.dataset[(0, 1)], 0)["view_a"])
