@@ -209,7 +209,7 @@ def _pretrain(cfg, run_name):
     from pathlib import Path
 
     from medssl.ssl.train import run_pretrain
-    from medssl.study.runner import ensure_cache
+    from medssl.ssl.data import ensure_cache
     from medssl.manifest import load
 
     encoder = Path(cfg.trainer.output_dir) / "encoder.pt"

@@ -32,27 +32,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def ensure_cache(cfg) -> None:
-    """Build the decoded cache when it is missing (single process only); else leave it to open_cache."""
-    from medssl.errors import CacheError
-    from medssl.ssl.data import cache_dir_of, world_size_from_env
-
-    cache = cache_dir_of(cfg)
-    if (cache / "meta.json").is_file():
-        return
-    if world_size_from_env() > 1:
-        raise CacheError(f"no cache at {cache}; build it once before a multi-process launch: "
-                         f"medssl cache {cfg.data.manifest} --out {cache} --size {cfg.cache.size}")
-    from medssl.cache import build_cache
-    from medssl.manifest import load
-
-    print(f"medssl pretrain: building the decoded cache at {cache} (one-time)")
-    df = load(cfg.data.manifest, data_root=cfg.data.data_root)
-    build_cache(df, cache, data_root=df.attrs.get("data_root"), size=cfg.cache.size, dtype=cfg.cache.dtype,
-                window=cfg.cache.window, shard_size=cfg.cache.shard_size, workers=cfg.cache.workers,
-                on_error=cfg.cache.on_error)
-
-
 def run(args) -> int:
     from medssl.commands.common import load_from_args
     from medssl.errors import ConfigError
@@ -64,6 +43,8 @@ def run(args) -> int:
     dirs = run_dirs(cfg.trainer.output_dir)
     print(f"medssl pretrain: {cfg.ssl.method} ({cfg.ssl.pairs} pairs) on {cfg.model.arch}; outputs in {dirs['out']}")
     print(f"  checkpoints: {dirs['ckpt']}  logs: {dirs['logs']} (tensorboard --logdir {dirs['logs'] / 'tensorboard'})")
+    from medssl.ssl.data import ensure_cache
+
     ensure_cache(cfg)
     from medssl.ssl.train import run_pretrain
 

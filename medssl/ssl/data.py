@@ -466,6 +466,31 @@ def cache_dir_of(cfg) -> Path:
     return Path(cfg.data.manifest).resolve().parent / f"cache-{cfg.cache.size}"
 
 
+def ensure_cache(cfg, df: Optional[pd.DataFrame] = None) -> Path:
+    """Build the decoded cache of cfg.data.manifest when it is missing; return its folder.
+
+    A complete cache is left alone (open_cache refuses it later if it is stale). Under a
+    multi-process launch (torchrun/SLURM) the cache must exist beforehand: every rank building it
+    at once would race, so that case is an error naming the command to run.
+    """
+    cache = cache_dir_of(cfg)
+    if (cache / "meta.json").is_file():
+        return cache
+    if world_size_from_env() > 1:
+        raise CacheError(f"no cache at {cache}; build it once before a multi-process launch: "
+                         f"medssl cache {cfg.data.manifest} --out {cache} --size {cfg.cache.size}")
+    from medssl.cache import build_cache
+    from medssl.manifest import load
+
+    if df is None:
+        df = load(cfg.data.manifest, data_root=cfg.data.data_root)
+    log.info("building the decoded cache at %s (one-time)", cache)
+    build_cache(df, cache, data_root=df.attrs.get("data_root"), size=cfg.cache.size, dtype=cfg.cache.dtype,
+                window=cfg.cache.window, shard_size=cfg.cache.shard_size, workers=cfg.cache.workers,
+                on_error=cfg.cache.on_error)
+    return cache
+
+
 def open_images(cfg, df: pd.DataFrame, rows: np.ndarray):
     """The cache reader for manifest rows `rows` (positions in `df`, the whole manifest).
 

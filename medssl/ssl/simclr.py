@@ -8,16 +8,16 @@ exactly like 1 process x 2n images. Negatives from the anchor's own patient are 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medssl.config import SSLConfig
 from medssl.models.heads import simclr_projection
 from medssl.ssl import distributed as D
 from medssl.ssl.losses import feature_std, mean_cosine, nt_xent
+from medssl.ssl.single_network import SingleNetworkMethod
 
 
-class SimCLR(nn.Module):
+class SimCLR(SingleNetworkMethod):
     """forward(view_a, view_b, patient=None) -> (loss, logs); both views are anchors."""
 
     def __init__(self, encoder: nn.Module, cfg: SSLConfig):
@@ -26,31 +26,21 @@ class SimCLR(nn.Module):
         self.projector = simclr_projection(encoder.feature_dim, cfg.proj_hidden, cfg.proj_dim)
         self.temperature = cfg.temperature
         self.mask_same_patient = cfg.mask_same_patient
-        self.momentum = 0.0  # no EMA network; kept so trainers can treat all methods alike
-
-    def momentum_update(self, m: float | None = None) -> None:
-        """SimCLR has no momentum network: nothing to update."""
-
-    def on_train_batch_end(self) -> None:
-        """Nothing to do after an optimizer step."""
 
     def forward(self, view_a: Tensor, view_b: Tensor, patient: Tensor | None = None):
         n = view_a.shape[0]
-        # Both views through the encoder at once: BN sees the 2n-sample batch, as in the paper.
-        z = self.projector(self.encoder(torch.cat([view_a, view_b])))
-        z = F.normalize(z.float(), dim=1)
-        z_a, z_b = z[:n], z[n:]
+        z_a, z_b = self.project_views(view_a, view_b)
         all_a, all_b = D.gather_with_grad(z_a), D.gather_with_grad(z_b)
         offset = D.rank() * n
         mask = None
         if patient is not None and self.mask_same_patient:
-            all_patient = D.concat_all_gather(patient.to(z.device))
-            mask = patient.to(z.device).view(-1, 1) == all_patient.view(1, -1)   # (n, N)
+            all_patient = D.concat_all_gather(patient.to(z_a.device))
+            mask = patient.to(z_a.device).view(-1, 1) == all_patient.view(1, -1)   # (n, N)
         loss = nt_xent(z_a, z_b, self.temperature, mask, all_a=all_a, all_b=all_b, offset=offset)
         with torch.no_grad():
             # negatives of local anchor i: all other global samples (both views) not masked
-            neg = torch.ones(n, all_a.shape[0], dtype=torch.bool, device=z.device)
-            neg[torch.arange(n, device=z.device), torch.arange(n, device=z.device) + offset] = False
+            neg = torch.ones(n, all_a.shape[0], dtype=torch.bool, device=z_a.device)
+            neg[torch.arange(n, device=z_a.device), torch.arange(n, device=z_a.device) + offset] = False
             if mask is not None:
                 neg &= ~mask
             logs = {

@@ -9,12 +9,12 @@ and margin (`ssl.margin`) are those of `losses.triplet_loss`.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medssl.config import SSLConfig
 from medssl.models.heads import mocov2_projection
 from medssl.ssl.losses import feature_std, triplet_loss
+from medssl.ssl.single_network import SingleNetworkMethod
 
 
 def pick_negatives(patient: Tensor | None, batch_size: int) -> tuple[Tensor, Tensor]:
@@ -34,7 +34,7 @@ def pick_negatives(patient: Tensor | None, batch_size: int) -> tuple[Tensor, Ten
     return cand[rows, first], other.any(dim=1)
 
 
-class Triplet(nn.Module):
+class Triplet(SingleNetworkMethod):
     """forward(view_a, view_b, patient=None) -> (loss, logs)."""
 
     def __init__(self, encoder: nn.Module, cfg: SSLConfig):
@@ -43,24 +43,15 @@ class Triplet(nn.Module):
         self.projector = mocov2_projection(encoder.feature_dim, cfg.proj_hidden, cfg.proj_dim)
         self.margin = cfg.margin
         self.distance = cfg.triplet_distance
-        self.momentum = 0.0  # no EMA network; kept so trainers can treat all methods alike
-
-    def momentum_update(self, m: float | None = None) -> None:
-        """No momentum network: nothing to update."""
-
-    def on_train_batch_end(self) -> None:
-        """Nothing to do after an optimizer step."""
 
     def forward(self, view_a: Tensor, view_b: Tensor, patient: Tensor | None = None):
         n = view_a.shape[0]
-        z = self.projector(self.encoder(torch.cat([view_a, view_b])))
-        z = F.normalize(z.float(), dim=1)
-        anchor, positive = z[:n], z[n:]
+        anchor, positive = self.project_views(view_a, view_b)
         if patient is not None:
-            patient = patient.to(z.device)
+            patient = patient.to(anchor.device)
         neg_idx, valid = pick_negatives(patient, n)
-        valid = valid.to(z.device)
-        negative = positive[neg_idx.to(z.device)]
+        valid = valid.to(anchor.device)
+        negative = positive[neg_idx.to(anchor.device)]
         loss = triplet_loss(anchor, positive, negative, self.margin, self.distance, weight=valid.float())
         with torch.no_grad():
             w = valid.float()

@@ -149,7 +149,7 @@ def run_study(cfg, *, data_notes: str = DEFAULT_DATA_NOTES) -> tuple[pd.DataFram
     from medssl.finetune import data as fd
     from medssl.finetune.run import augment_from_config, finetune_cell
     from medssl.manifest import load
-    from medssl.ssl.data import cache_dir_of
+    from medssl.ssl.data import cache_dir_of, ensure_cache
 
     out_dir = Path(cfg.study.output_dir)
     df = load(cfg.data.manifest, data_root=cfg.data.data_root).reset_index(drop=True)
@@ -181,18 +181,3 @@ def run_study(cfg, *, data_notes: str = DEFAULT_DATA_NOTES) -> tuple[pd.DataFram
     report = write_report(out_dir, results, prevalence=test_prevalence(df, labels),
                           config_text=dump_config(cfg), data_notes=data_notes)
     return results, report
-
-
-def ensure_cache(cfg, df: pd.DataFrame) -> None:
-    """Build the decoded cache for the manifest when it is missing (a stale one is refused by open_cache)."""
-    from medssl.cache import build_cache
-    from medssl.ssl.data import cache_dir_of
-
-    cache = cache_dir_of(cfg)
-    if (cache / "meta.json").is_file():
-        return
-    log.info("building the decoded cache at %s (one-time)", cache)
-    build_cache(df, cache, data_root=df.attrs.get("data_root"), size=cfg.cache.size, dtype=cfg.cache.dtype,
-                window=cfg.cache.window, shard_size=cfg.cache.shard_size, workers=cfg.cache.workers,
-                on_error=cfg.cache.on_error)
-
