@@ -86,7 +86,11 @@ def _quiet_third_party() -> None:
     emits deprecation chatter from its internals: keep medssl's own progress readable; -v shows all."""
     import warnings
 
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+    # Lightning sets the level of "lightning.pytorch" itself when it is imported (after this runs),
+    # so quiet the child loggers that emit the banners; their own level is checked first.
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                 "lightning.pytorch.accelerators.cuda", "lightning.pytorch.callbacks.model_summary",
+                 "lightning.fabric", "pytorch_lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"lightning\..*")
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")

@@ -226,18 +226,24 @@ class PairSampler:
             yield a[sel], b[sel], p[sel]
 
 
-def queue_warning(queue_size: int, n_patients: int, fraction: float = 0.1) -> str | None:
+def queue_warning(queue_size: int, n_patients: int, fraction: float = 0.1, *, masked: bool = False) -> str | None:
     """A warning when a MoCo queue is large relative to the number of patients, else None.
 
     With Q keys drawn from P patients, the queue holds a key of the anchor's own patient with
-    probability about 1 - (1 - 1/P)^Q; those keys are false negatives unless masked by patient code.
+    probability about 1 - (1 - 1/P)^Q; those keys are false negatives unless masked by patient code
+    (`masked=True`: medssl's MoCo does this with ssl.mask_same_patient, so the warning says so and
+    only notes that fewer distinct negatives remain).
     """
     if n_patients <= 0:
         return f"MoCo queue of {queue_size} keys over a data set with no patients: check the train split"
     if queue_size <= fraction * n_patients:
         return None
     p_same = 1.0 - (1.0 - 1.0 / n_patients) ** queue_size
-    return (f"MoCo queue holds {queue_size} keys but the data has only {n_patients} patients "
+    head = (f"MoCo queue holds {queue_size} keys but the data has only {n_patients} patients "
             f"(more than {fraction:.0%} of them): a queue contains a key of the anchor's own patient with "
-            f"probability ~{p_same:.0%}, a false negative. Mask queue entries by patient code (store the "
-            f"patient code of each key) or use ssl.queue_size <= {max(1, int(fraction * n_patients))}.")
+            f"probability ~{p_same:.0%}")
+    if masked:
+        return (head + "; those keys are masked out of the negatives (ssl.mask_same_patient), so each anchor "
+                "sees fewer distinct negatives than the queue size suggests.")
+    return (head + ", a false negative. Mask queue entries by patient code (ssl.mask_same_patient: true) "
+            f"or use ssl.queue_size <= {max(1, int(fraction * n_patients))}.")

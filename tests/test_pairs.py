@@ -234,3 +234,9 @@ def test_scale_on_the_real_chexpert_table(shared_data):
         assert len(np.unique(pb)) == 256
         n += 1
     assert n == len(s) // 256
+
+
+def test_queue_warning_says_when_same_patient_keys_are_masked():
+    masked = queue_warning(4096, 500, masked=True)
+    assert "masked out of the negatives" in masked and "false negative" not in masked
+    assert "false negative" in queue_warning(4096, 500, masked=False)

@@ -68,7 +68,7 @@ class SSLModule(pl.LightningModule):
                 from medssl.pairs import queue_warning
             except ImportError:  # pragma: no cover - pairs is part of medssl
                 return
-            text = queue_warning(self.cfg.ssl.queue_size, n_patients)
+            text = queue_warning(self.cfg.ssl.queue_size, n_patients, masked=self.cfg.ssl.mask_same_patient)
             if text:
                 rank_zero_warn(text)
 
