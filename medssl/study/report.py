@@ -58,8 +58,11 @@ def plot_label_efficiency(results: pd.DataFrame, path: str | Path) -> Path:
             line, = ax.plot(rows["n_labeled"], rows["mean_auc"], marker="o", label=init)
             ax.fill_between(rows["n_labeled"], rows["ci_low"], rows["ci_high"], alpha=0.2, color=line.get_color())
         ax.set_xscale("log")
+        ticks = sorted(sub["n_labeled"].unique())
+        ax.set_xticks(ticks, [str(t) for t in ticks])   # the budgets themselves, not 2x10^2-style labels
+        ax.minorticks_off()
         ax.set_xlabel("labeled training images")
-        ax.set_title(f"{mode} fine-tuning")
+        ax.set_title("linear probe (frozen encoder)" if mode == "linear" else f"{mode} fine-tuning")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     axes[0][0].set_ylabel("mean AUC (test), band: 95% CI")
