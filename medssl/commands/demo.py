@@ -155,7 +155,8 @@ def _manifest(args, out):
     path = out / "manifest.csv"
     if args.data:
         df = load(args.data)
-        if not args.keep_ids:
+        already = df["patient_id"].astype(str).str.startswith("pid-").all()
+        if not args.keep_ids and not already:  # a manifest built by medssl is pseudonymised already
             from medssl.manifest.pseudonym import pseudonymise, resolve_salt
 
             df = pseudonymise(df, resolve_salt())
