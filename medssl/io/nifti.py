@@ -133,6 +133,23 @@ def _cal_range(img) -> tuple[float, float] | None:
     return (lo, hi) if math.isfinite(lo) and math.isfinite(hi) and hi > lo else None
 
 
+def _slice_axis(slice_axis) -> int | None:
+    """0/1/2 for a valid slice_axis (default 0, axial), None for an invalid one."""
+    axis = 0 if slice_axis is None else SLICE_AXES.get(str(slice_axis).lower(), slice_axis)
+    return None if axis not in (0, 1, 2) or isinstance(axis, bool) else axis
+
+
+def _slice_index(slice_index, n: int) -> int | None:
+    """The slice number for an int / "middle" / None (middle) request, None when malformed or out of range."""
+    if slice_index is None or slice_index == "middle":
+        return n // 2
+    try:
+        index = int(slice_index)
+    except (TypeError, ValueError):
+        return None
+    return index if 0 <= index < n else None
+
+
 def select_slice(path, pixels: np.ndarray, spacing, slice_axis=None, slice_index=None):
     """Cut a 2D slice out of a (D, H, W) volume; returns (pixels, spacing).
 
@@ -142,21 +159,19 @@ def select_slice(path, pixels: np.ndarray, spacing, slice_axis=None, slice_index
     """
     if (slice_axis is None and slice_index is None) or pixels.ndim != 3:
         return pixels, spacing
-    axis = 0 if slice_axis is None else SLICE_AXES.get(str(slice_axis).lower(), slice_axis)
-    if axis not in (0, 1, 2) or isinstance(axis, bool):
+    axis = _slice_axis(slice_axis)
+    if axis is None:
         raise ReaderError(path, f"slice_axis {slice_axis!r}: use 0/1/2 or " + "/".join(SLICE_AXES))
     if slice_index == "all":
         return pixels, spacing
     n = pixels.shape[axis]
-    if slice_index is None or slice_index == "middle":
-        index = n // 2
-    else:
+    index = _slice_index(slice_index, n)
+    if index is None:
         try:
-            index = int(slice_index)
+            int(slice_index)
         except (TypeError, ValueError):
             raise ReaderError(path, f"slice_index {slice_index!r}: use an int, 'middle' or 'all'") from None
-        if not 0 <= index < n:
-            raise ReaderError(path, f"slice_index {index} out of range for axis {axis} with {n} slices")
+        raise ReaderError(path, f"slice_index {slice_index} out of range for axis {axis} with {n} slices")
     out = np.take(pixels, index, axis=axis)
     if spacing is not None and len(spacing) == 3:
         spacing = tuple(s for a, s in enumerate(spacing) if a != axis)
@@ -175,23 +190,17 @@ def _slab(img, spatial, slice_axis, slice_index):
     if (slice_axis is None and slice_index is None) or slice_index == "all" or len(spatial) != 3 \
             or 1 in spatial:
         return None
-    axis = 0 if slice_axis is None else SLICE_AXES.get(str(slice_axis).lower(), slice_axis)
-    if axis not in (0, 1, 2) or isinstance(axis, bool):
+    axis = _slice_axis(slice_axis)
+    if axis is None:
         return None
     ornt = nib.io_orientation(img.affine)
     if np.isnan(ornt).any():
         return None
     file_axis = int(np.flatnonzero(ornt[:, 0] == 2 - axis)[0])
     n = spatial[file_axis]
-    if slice_index is None or slice_index == "middle":
-        index = n // 2
-    else:
-        try:
-            index = int(slice_index)
-        except (TypeError, ValueError):
-            return None
-        if not 0 <= index < n:
-            return None
+    index = _slice_index(slice_index, n)
+    if index is None:
+        return None
     # DHW index -> RAS index n-1-index -> file index (the file axis is reversed when flip is -1)
     return file_axis, (index if ornt[file_axis, 1] < 0 else n - 1 - index)
 
