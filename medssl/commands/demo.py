@@ -81,6 +81,16 @@ def demo_budgets(n_train: int) -> list[int]:
     return fitting[-3:]
 
 
+#: MoCo v2's reference learning rate per 256 images (He et al.; linearly scaled with the batch). At the
+#: demo's SimCLR-style 0.06 for batch 64 (8x the scaled value) its features collapse within an epoch.
+MOCO_LR_PER_256 = 0.03
+DEMO_BATCH = 64
+
+
+def _method_lr(method: str) -> list[str]:
+    return [f"optim.lr={MOCO_LR_PER_256 * DEMO_BATCH / 256:g}"] if method == "mocov2" else []
+
+
 def _csv_ints(text: str) -> list[int]:
     return [int(x) for x in str(text).split(",") if x.strip()]
 
@@ -116,7 +126,7 @@ def run(args) -> int:
         f"study.modes=[{args.modes}]",
     ]
     demo_defaults = [
-        "trainer.batch_size=64", "trainer.num_workers=0", "trainer.devices=1", "trainer.log_every_n_steps=5",
+        f"trainer.batch_size={DEMO_BATCH}", "trainer.num_workers=0", "trainer.devices=1", "trainer.log_every_n_steps=5",
         "trainer.progress_bar=false", "ssl.queue_size=256", "ssl.momentum=0.99", "ssl.proj_hidden=512",
         "optim.lr=0.06", "optim.warmup_epochs=0.5", "finetune.batch_size=64", "evaluate.bootstrap=500",
     ]
@@ -124,7 +134,7 @@ def run(args) -> int:
     for run_name in [m for m in args.methods.split(",") if m]:
         method, _, pairs = run_name.partition("-")
         cfg = load_config(args.config, demo_defaults + base + [
-            f"ssl.method={method}", f"ssl.pairs={pairs or 'instance'}",
+            f"ssl.method={method}", f"ssl.pairs={pairs or 'instance'}", *_method_lr(method),
             f"trainer.max_epochs={args.pretrain_epochs}", f"trainer.output_dir={out / 'pretrain' / run_name}",
         ] + list(args.overrides))
         inits[run_name] = str(_pretrain(cfg, run_name))

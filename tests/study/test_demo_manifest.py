@@ -30,3 +30,10 @@ def test_demo_budgets_fit_the_training_set():
     assert demo_budgets(3500) == [500, 1000, 2500]
     small = demo_budgets(40)
     assert len(small) == 3 and max(small) <= 40 and small == sorted(set(small))
+
+
+def test_demo_scales_the_moco_learning_rate_with_its_batch():
+    from medssl.commands.demo import DEMO_BATCH, _method_lr
+
+    assert _method_lr("mocov2") == [f"optim.lr={0.03 * DEMO_BATCH / 256:g}"] == ["optim.lr=0.0075"]
+    assert _method_lr("simclr") == []
