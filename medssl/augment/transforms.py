@@ -88,7 +88,23 @@ class RandResizedCrop(RandomizableTransform):
         return _plain(self.resize(img))
 
 
-class RandPerspective(RandomizableTransform):
+class _RandomImageTransform(RandomizableTransform):
+    """A per-image random transform on a (1, H, W) tensor: draw (unless randomize=False), then
+    `_apply` when the draw says so, else return the image unchanged."""
+
+    def __call__(self, img, randomize: bool = True):
+        img = _plain(img)
+        if randomize:
+            self.randomize(None)
+        if not self._do_transform:
+            return img
+        return self._apply(img)
+
+    def _apply(self, img):
+        raise NotImplementedError
+
+
+class RandPerspective(_RandomImageTransform):
     """Homography moving each corner by U(-distortion, distortion) of the half-size per axis."""
 
     def __init__(self, distortion: float = 0.05, prob: float = 0.5):
@@ -101,17 +117,12 @@ class RandPerspective(RandomizableTransform):
         if self._do_transform:
             self.offsets = self.R.uniform(-self.distortion, self.distortion, size=(4, 2))
 
-    def __call__(self, img, randomize: bool = True):
-        img = _plain(img)
-        if randomize:
-            self.randomize()
-        if not self._do_transform:
-            return img
+    def _apply(self, img):
         m = homography_from_corners(torch.from_numpy(self.offsets)[None])
         return resample(img[None].float(), m, img.shape[-1], projective=True)[0]
 
 
-class RandWindowJitter(RandomizableTransform):
+class RandWindowJitter(_RandomImageTransform):
     """Re-window: centre 0.5 + U(-center, center), width 1 + U(-width, width) of the stored range."""
 
     def __init__(self, center: float = 0.05, width: float = 0.1, prob: float = 1.0):
@@ -125,16 +136,11 @@ class RandWindowJitter(RandomizableTransform):
             self.c = 0.5 + self.R.uniform(-self.center, self.center)
             self.w = 1.0 + self.R.uniform(-self.width, self.width)
 
-    def __call__(self, img, randomize: bool = True):
-        img = _plain(img)
-        if randomize:
-            self.randomize()
-        if not self._do_transform:
-            return img
+    def _apply(self, img):
         return ((img - self.c) / self.w + 0.5).clamp(0, 1)
 
 
-class RandBrightnessContrast(RandomizableTransform):
+class RandBrightnessContrast(_RandomImageTransform):
     """Colour jitter for grayscale: x * U(1-b, 1+b), then (x - mean) * U(1-c, 1+c) + mean, clipped."""
 
     def __init__(self, brightness: float = 0.4, contrast: float = 0.4, prob: float = 0.8):
@@ -148,30 +154,20 @@ class RandBrightnessContrast(RandomizableTransform):
             self.b = self.R.uniform(1 - self.brightness, 1 + self.brightness)
             self.c = self.R.uniform(1 - self.contrast, 1 + self.contrast)
 
-    def __call__(self, img, randomize: bool = True):
-        img = _plain(img)
-        if randomize:
-            self.randomize()
-        if not self._do_transform:
-            return img
+    def _apply(self, img):
         img = (img * self.b).clamp(0, 1)
         mean = img.mean()
         return ((img - mean) * self.c + mean).clamp(0, 1)
 
 
-class RandSolarize(RandomizableTransform):
+class RandSolarize(_RandomImageTransform):
     """Pixels >= threshold become 1 - x."""
 
     def __init__(self, threshold: float = 0.5, prob: float = 0.2):
         super().__init__(prob)
         self.threshold = threshold
 
-    def __call__(self, img, randomize: bool = True):
-        img = _plain(img)
-        if randomize:
-            self.randomize(None)
-        if not self._do_transform:
-            return img
+    def _apply(self, img):
         return torch.where(img >= self.threshold, 1.0 - img, img)
 
 
