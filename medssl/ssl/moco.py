@@ -6,6 +6,13 @@ negatives. Patient-aware: the queue remembers each key's patient code, and negat
 anchor's own patient are masked out (with few patients the queue otherwise fills with keys of
 the anchor's own studies and the loss pushes apart images that should agree).
 
+Empty slots are not negatives. The reference starts from a queue of random unit vectors; they are
+nearly orthogonal to every real feature, so until the queue has been overwritten (K / B steps) the
+loss rewards pulling all features towards one direction: on short or small-archive runs MoCo v2's
+head then collapses (feat_std 0.007 after 10 steps at batch 32, 32 px, measured on the embedded
+images) and the loss sits at ln(K+1) for the rest of the run. Here a slot counts as a negative only
+once a real key has been written to it; the very first step has no negatives (loss 0).
+
 The queue, its patient codes and its pointer are buffers: saved in checkpoints, restored on
 resume. `momentum_encoder` and `update_momentum` are the EMA helpers BYOL reuses.
 """
@@ -23,8 +30,10 @@ from medssl.models.heads import mocov2_projection
 from medssl.ssl import distributed as D
 from medssl.ssl.losses import feature_std, info_nce, mean_cosine
 
-#: Patient code of queue slots that hold no real key yet (the random initial queue); never masked.
+#: Patient code of a key whose patient is unknown (no `patient` passed); never masked as same-patient.
 NO_PATIENT = -1
+#: Patient code of a queue slot that holds no real key yet (the random initial queue); always masked.
+EMPTY_SLOT = -2
 
 
 def momentum_encoder(online: nn.Module) -> nn.Module:
@@ -63,7 +72,7 @@ class MoCo(nn.Module):
         self.bn_splits = max(1, int(cfg.bn_splits))
         self.mask_same_patient = cfg.mask_same_patient
         self.register_buffer("queue", F.normalize(torch.randn(cfg.queue_size, cfg.proj_dim), dim=1))
-        self.register_buffer("queue_patient", torch.full((cfg.queue_size,), NO_PATIENT, dtype=torch.long))
+        self.register_buffer("queue_patient", torch.full((cfg.queue_size,), EMPTY_SLOT, dtype=torch.long))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
 
     # ------------------------------------------------------------------------- EMA
@@ -115,17 +124,19 @@ class MoCo(nn.Module):
         q = F.normalize(self.projector(self.encoder(view_a)).float(), dim=1)
         k = self._keys(view_b)
         queue = self.queue.clone().detach()  # enqueue below writes in place
-        mask = None
+        mask = (self.queue_patient == EMPTY_SLOT).view(1, -1).expand(q.shape[0], -1)
+        same_patient = None
         if patient is not None and self.mask_same_patient:
-            mask = patient.view(-1, 1).to(self.queue_patient.device) == self.queue_patient.view(1, -1)
+            same_patient = patient.view(-1, 1).to(self.queue_patient.device) == self.queue_patient.view(1, -1)
+            mask = mask | same_patient
         loss = info_nce(q, k, queue, self.temperature, mask)
         with torch.no_grad():
-            keep = ~mask if mask is not None else None
             logs = {
                 "pos_sim": (q * k).sum(dim=1).mean(),
-                "neg_sim": mean_cosine(q, queue, keep),
+                "neg_sim": mean_cosine(q, queue, ~mask),
                 "feat_std": feature_std(q),
-                "masked_negatives": mask.float().mean() if mask is not None else q.new_zeros(()),
+                "masked_negatives": (same_patient.float().mean() if same_patient is not None
+                                     else q.new_zeros(())),
             }
         if self.training:
             self.enqueue(k, patient)

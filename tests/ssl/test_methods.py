@@ -70,6 +70,9 @@ def test_momentum_update_is_ema_of_parameters(name):
 def test_target_network_gets_no_gradient(name):
     method = tiny(name)
     view_a, view_b = fixed_batch(4)
+    if name == "mocov2":
+        with torch.no_grad():
+            method(view_a, view_b, torch.arange(4))  # the first step has no negatives yet (empty queue)
     loss, _ = method(view_a, view_b, torch.arange(4))
     loss.backward()
     for attr in EMA_TARGETS[name]:
@@ -142,6 +145,27 @@ def test_moco_masks_negatives_of_the_same_patient():
     assert plain.item() == pytest.approx(expected_plain, abs=1e-5)
     assert abs(masked.item() - plain.item()) > 1e-3
     assert logs["masked_negatives"].item() == pytest.approx(4 / 18)  # 2 + 2 + 0 of 3 x 6
+
+
+def test_moco_empty_queue_slots_are_not_negatives():
+    """The random initial queue is never used: negatives are only keys that were really enqueued."""
+    method = tiny("mocov2", queue_size=6, temperature=0.5)
+    view_a, view_b = fixed_batch(4)
+    first, logs = method(view_a[:2], view_b[:2], torch.tensor([0, 1]))
+    assert first.item() == 0.0 and logs["neg_sim"].item() == 0.0  # no negative exists yet
+    assert method.queue_patient.tolist() == [0, 1, -2, -2, -2, -2]
+    method.eval()
+    with torch.no_grad():
+        q = F.normalize(method.projector(method.encoder(view_a[2:])), dim=1)
+        k = F.normalize(method.projector_k(method.encoder_k(view_b[2:])), dim=1)
+        loss, logs = method(view_a[2:], view_b[2:], torch.tensor([2, 3]))
+    expected = _info_nce_loops(q, k, method.queue[:2], method.queue_patient[:2], None, 0.5)
+    assert loss.item() == pytest.approx(expected, abs=1e-5) and loss.item() > 0.1
+    assert logs["neg_sim"].item() == pytest.approx(float((q @ method.queue[:2].T).mean()), abs=1e-5)
+    # keys without a patient (-1) are ordinary negatives, not empty slots
+    method.train()
+    method.enqueue(torch.randn(4, 8), None)
+    assert method.queue_patient.tolist() == [0, 1, -1, -1, -1, -1]
 
 
 def test_simclr_masks_in_batch_negatives_of_the_same_patient():

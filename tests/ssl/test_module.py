@@ -16,10 +16,7 @@ from medssl.ssl.schedules import lr_factor, momentum_at
 from medssl.ssl.train import run_pretrain
 from tests.ssl._pretrain_data import step_losses, tiny_config, tiny_dataset
 
-# method -> overrides that make a handful of CPU steps show learning on 8 real images.
-# mocov2 is exercised end to end in test_resume.py (trains, checkpoints its queue, resumes exactly); in
-# <= 12 single-process CPU steps its loss climbs from the easy random-queue start towards chance while the
-# queue fills with real keys, so "loss decreases within a few steps" is not a property MoCo has here.
+# method -> overrides that make a handful of CPU steps show learning on 8 real images (MoCo: below).
 LEARNS = {
     "simclr": ("optim.lr=0.05",),
     "byol": ("optim.lr=0.05",),
@@ -42,6 +39,25 @@ def test_each_method_lowers_its_loss_on_real_images(tmp_path, method):
     logged = pd.read_csv(next((out / "logs" / "csv").glob("version_*/metrics.csv")))
     for column in ("lr", "pos_sim_step", "neg_sim_step", "feat_std_step"):
         assert logged[column].notna().sum() == 10, column
+
+
+def test_mocov2_lowers_its_loss_on_real_images_once_the_queue_is_full(tmp_path):
+    """MoCo's loss is only comparable across steps with a full queue: step 0 has no negatives (loss 0)
+    and the loss climbs while the 128-slot queue fills (4 steps of 32 keys). From then on it must fall
+    below chance, ln(129) = 4.86, and the features must spread (no collapse)."""
+    data = tiny_dataset(tmp_path, n_train=64, n_val=16)  # 2 patient-disjoint batches of 32 per epoch
+    out = tmp_path / "mocov2"
+    cfg = tiny_config(data, out, "ssl.method=mocov2", "ssl.queue_size=128", "trainer.batch_size=32",
+                      "optim.schedule=constant", "trainer.max_epochs=50", "trainer.max_steps=24",
+                      "trainer.checkpoint_every_n_steps=0")
+    run_pretrain(cfg)
+    losses = list(step_losses(out).values())
+    std = list(step_losses(out, "feat_std_step").values())
+    assert len(losses) == 24 and losses[0] == 0.0
+    full = losses[4:]  # queue full from step 4 on
+    start, end = np.mean(full[:4]), np.mean(full[-4:])
+    assert end < start - 0.15 and end < math.log(129) - 0.15, f"mocov2: loss {losses}"
+    assert np.mean(std[-4:]) > 0.02, f"mocov2: feat_std {std}"  # collapsed features read ~0.007
 
 
 def test_labels_are_never_read(tmp_path):
