@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="medssl",
         description="Self-supervised pretraining and label-efficiency studies for medical images. "
                     "Data flows: manifest -> split -> cache -> pretrain -> finetune/evaluate -> study.",
+        epilog="Commands that read a config take --config FILE and --set KEY=VALUE [KEY=VALUE ...] "
+               "(repeatable; give positional arguments before --set, or end its list with --). "
+               "`medssl COMMAND --help` shows examples.",
     )
     parser.add_argument("--version", action="version", version=f"medssl {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true",

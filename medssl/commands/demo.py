@@ -46,6 +46,8 @@ BUDGET_LADDER = (25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 
 
 def register(subparsers) -> None:
+    from medssl.commands.common import override
+
     p = subparsers.add_parser(
         "demo", help="run the whole pipeline end to end on the embedded data (or --data / --phantom)",
         description="Manifest -> split -> cache -> pretrain (MoCo v2 + MICLe, SimCLR) -> fine-tune -> "
@@ -67,8 +69,9 @@ def register(subparsers) -> None:
     p.add_argument("--modes", default="linear,full", help="fine-tuning modes (default: linear,full)")
     p.add_argument("--keep-ids", action="store_true", help="do not pseudonymise patient ids (not recommended)")
     p.add_argument("--config", "-c", help="optional YAML applied before the demo's own settings")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config value last, e.g. --set trainer.batch_size=64")
+    p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], type=override,
+                   metavar="KEY=VALUE", help="override config values last, e.g. --set trainer.batch_size=64 "
+                                             "finetune.epochs=3 (several per flag, flag repeatable)")
     p.set_defaults(func=run)
 
 

@@ -9,6 +9,7 @@ EXAMPLES = """examples:
   medssl pretrain -c configs/chexpert_mocov2_r18.yaml --set trainer.output_dir=runs/moco --set trainer.max_epochs=200
   medssl pretrain -c configs/chexpert_mocov2_r18.yaml --set trainer.output_dir=runs/moco --resume
   medssl pretrain -c configs/chexpert_mocov2_r18.yaml --resume runs/moco/checkpoints/last.ckpt
+  medssl pretrain -c configs/chexpert_mocov2_r18.yaml --resume auto    # SLURM requeue / preemptible jobs
   torchrun --nproc_per_node 4 -m medssl.cli pretrain -c configs/chexpert_mocov2_r18.yaml --set trainer.devices=4
 
 Reads data.manifest (train split only; label columns are never read) and the decoded cache at
@@ -27,8 +28,10 @@ def register(subparsers) -> None:
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     from medssl.commands.common import add_config_args
     add_config_args(p)
-    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="CKPT",
-                   help="continue a run: from CKPT, or without a value from <trainer.output_dir>/checkpoints/last.ckpt")
+    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="CKPT|auto",
+                   help="continue a run: from CKPT, or without a value from <trainer.output_dir>/checkpoints/last.ckpt "
+                        "(an error if there is none); `auto` continues from last.ckpt when it exists and starts "
+                        "fresh otherwise (for requeued jobs; a checkpoint file named auto: ./auto)")
     p.set_defaults(func=run)
 
 

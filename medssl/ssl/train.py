@@ -4,7 +4,8 @@ Output layout under `trainer.output_dir`:
   config.yaml                     the resolved config of the (latest) run
   checkpoints/last.ckpt           every `trainer.checkpoint_every_n_steps` steps, each epoch end, at the end
   checkpoints/best.ckpt           best val_auc (when a labeled val split exists) else lowest train loss
-  logs/csv/version_N/metrics.csv  per-step loss, lr, pos_sim, neg_sim, feat_std (+ val_auc)
+  logs/csv/version_N/metrics.csv  per-step loss, lr, pos_sim, neg_sim, feat_std (+ val_auc); each run
+                                  (and each resume) writes a new version; replaced whole on every flush
   logs/tensorboard/version_N/     the same for TensorBoard
   encoder.pt + encoder.json       the exported online encoder (plain MONAI state dict + spec)
 
@@ -58,15 +59,23 @@ def resolve_precision(precision: str) -> str:
     return "32-true"
 
 
+#: `--resume auto`: this run's last.ckpt when it exists, else a fresh start (requeued / preemptible jobs).
+AUTO = "auto"
+
+
 def resolve_resume(output_dir, resume: Union[None, bool, str]) -> Optional[Path]:
-    """The checkpoint to resume from: None (fresh run), True (this run's last.ckpt) or a path.
+    """The checkpoint to resume from: None (fresh run), True (this run's last.ckpt), "auto" (last.ckpt
+    if it exists, else None) or a path.
 
     A fresh run refuses an output_dir that already holds checkpoints, so it never clobbers them.
     """
     last = run_dirs(output_dir)["ckpt"] / LAST
+    if resume == AUTO:
+        return last if last.is_file() else None
     if resume is None or resume is False:
         if last.exists():
-            raise OutputError(f"{output_dir} already holds checkpoints ({last}); continue it with --resume, "
+            raise OutputError(f"{output_dir} already holds checkpoints ({last}); continue it with --resume "
+                              "(--resume auto in job scripts that may start fresh or continue), "
                               "or choose another --set trainer.output_dir=..., or delete that folder")
         return None
     path = last if resume is True else Path(resume)
@@ -114,17 +123,21 @@ def build_callbacks(cfg: Config, *, has_monitor: bool) -> list[Callback]:
 
 def build_trainer(cfg: Config, *, has_monitor: bool = False, extra_callbacks: Optional[list] = None) -> pl.Trainer:
     """A Trainer configured from `cfg.trainer` with atomic checkpoints and CSV + TensorBoard loggers."""
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from medssl.ssl.logs import AtomicCSVLogger, FlushLogsAfterCheckpoint
 
     t = cfg.trainer
     logs = run_dirs(t.output_dir)["logs"]
-    loggers = [CSVLogger(logs, name="csv"), TensorBoardLogger(logs, name="tensorboard", default_hp_metric=False)]
+    # CSV files are replaced whole (kill-safe); TensorBoard's CRC-framed records need no such care (see logs.py)
+    loggers = [AtomicCSVLogger(logs, name="csv"), TensorBoardLogger(logs, name="tensorboard", default_hp_metric=False)]
     return pl.Trainer(
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
         precision=resolve_precision(t.precision), max_epochs=t.max_epochs, max_steps=t.max_steps,
         accumulate_grad_batches=t.accumulate_grad_batches, deterministic=t.deterministic,
         log_every_n_steps=t.log_every_n_steps, enable_progress_bar=t.progress_bar,
-        callbacks=build_callbacks(cfg, has_monitor=has_monitor) + list(extra_callbacks or []),
+        callbacks=build_callbacks(cfg, has_monitor=has_monitor) + [FlushLogsAfterCheckpoint()]
+        + list(extra_callbacks or []),
         logger=loggers, plugins=[AtomicCheckpointIO()], default_root_dir=t.output_dir,
         use_distributed_sampler=False,  # the data module shards batches per rank itself
         num_sanity_val_steps=0, limit_val_batches=0, enable_model_summary=False,

@@ -2,12 +2,18 @@
 
 Each finished cell writes `cells/<key>.json` atomically; a rerun after a crash skips every cell
 whose JSON exists, so no finished cell is recomputed. `results.csv` is rebuilt from the cell files.
+
+File paths in both (`init_path`, `checkpoint`, `predictions`, `metrics`) are portable: relative to the
+study folder when inside it, else relative to the working directory when inside that, else absolute;
+`resolve_result_path` reads them back. So a results table neither leaks the user's directory layout
+nor breaks when the study folder is moved.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +29,45 @@ from medssl.study.report import write_report
 log = logging.getLogger(__name__)
 
 RESULT_COLUMNS = ["init", "mode", "budget", "seed", "n_labeled", "mean_auc", "mean_auc_ci_low", "mean_auc_ci_high"]
+#: Result columns that hold a file path (written portable, see the module doc).
+PATH_COLUMNS = ("init_path", "checkpoint", "predictions", "metrics")
+RANDOM_INIT = "random"
+
+
+def portable_path(path: str | os.PathLike, out_dir: str | Path, *, use_cwd: bool = True) -> str:
+    """`path` relative to out_dir when inside it, else (use_cwd) to the working directory when inside
+    that, else absolute; "random" (no pretrained init) stays as is. Forward slashes on every platform."""
+    if str(path) == RANDOM_INIT:
+        return RANDOM_INIT
+    full = Path(os.path.abspath(path))  # abspath, not resolve(): keep the user's (symlinked) names
+    bases = [Path(os.path.abspath(out_dir))] + ([Path.cwd()] if use_cwd else [])
+    for base in bases:
+        if full.is_relative_to(base):
+            return full.relative_to(base).as_posix()
+    return full.as_posix()
+
+
+def resolve_result_path(value: str, out_dir: str | Path) -> str:
+    """A path from results.csv / cells/<key>.json as an openable path ("random" stays as is).
+
+    Relative paths are tried inside the study folder first, then against the working directory.
+    """
+    if value == RANDOM_INIT or Path(value).is_absolute():
+        return value
+    inside = Path(out_dir) / value
+    return str(inside) if inside.exists() else value
+
+
+def portable_row(row: dict, out_dir: str | Path, *, read_back: bool = False) -> dict:
+    """The row with its PATH_COLUMNS values made portable; relative ones are read against the working
+    directory. read_back (a row from a cell file): only absolute paths inside out_dir, as written by
+    older versions, are rewritten; the rest was made portable when the file was written."""
+    def convert(value):
+        if read_back:
+            return portable_path(value, out_dir, use_cwd=False) if os.path.isabs(value) else value
+        return portable_path(value, out_dir)
+
+    return {k: convert(v) if k in PATH_COLUMNS and isinstance(v, str) else v for k, v in row.items()}
 
 
 @dataclass(frozen=True)
@@ -68,9 +113,10 @@ def run_grid(cells: list[Cell], out_dir: str | Path, cell_fn: CellFn) -> pd.Data
         t0 = time.perf_counter()
         log.info("cell %d/%d: %s", i, len(cells), cell.key)
         metrics = cell_fn(cell, cell_dir / cell.key)
-        row = {"init": cell.init, "mode": cell.mode, "budget": budget_label(cell.budget), "seed": cell.seed,
+        row = {"init": cell.init, "init_path": cell.init_path, "mode": cell.mode,
+               "budget": budget_label(cell.budget), "seed": cell.seed,
                **metrics, "seconds": round(time.perf_counter() - t0, 2)}
-        atomic.write_json(result_path, json_safe(row))
+        atomic.write_json(result_path, json_safe(portable_row(row, out_dir)))
         ran += 1
     log.info("study: %d cells run, %d already finished", ran, done)
     results = collect(out_dir, cells)
@@ -79,12 +125,16 @@ def run_grid(cells: list[Cell], out_dir: str | Path, cell_fn: CellFn) -> pd.Data
 
 
 def collect(out_dir: str | Path, cells: list[Cell]) -> pd.DataFrame:
-    """The results table from the cell files of `cells` (missing cells are left out)."""
+    """The results table from the cell files of `cells` (missing cells are left out).
+
+    Paths are made portable here too, so cell files written by older versions (absolute paths) give
+    the same table.
+    """
     rows = []
     for cell in cells:
         p = Path(out_dir) / "cells" / f"{cell.key}.json"
         if p.is_file():
-            rows.append(json.loads(p.read_text()))
+            rows.append(portable_row(json.loads(p.read_text()), out_dir, read_back=True))
     df = pd.DataFrame(rows)
     if df.empty:
         return pd.DataFrame(columns=RESULT_COLUMNS)

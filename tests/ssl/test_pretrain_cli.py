@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -60,7 +61,8 @@ def test_cli_pretrains_resumes_and_exports_a_plain_monai_backbone(tmp_path, caps
         "trainer": {"output_dir": str(out), "max_epochs": 1, "batch_size": 8, "num_workers": 1,
                     "accelerator": "cpu", "devices": 1, "progress_bar": False, "log_every_n_steps": 1},
     }))
-    assert main(["pretrain", "-c", str(cfg)]) == 0
+    # --resume auto with nothing to resume starts fresh (a first SLURM submission)
+    assert main(["pretrain", "-c", str(cfg), "--resume", "auto"]) == 0
     printed = capsys.readouterr().out
     assert str(out) in printed and "encoder" in printed
     ckpts = out / "checkpoints"
@@ -69,12 +71,16 @@ def test_cli_pretrains_resumes_and_exports_a_plain_monai_backbone(tmp_path, caps
     assert "val_auc" in metrics  # the labeled val split is monitored
     assert list((out / "logs" / "tensorboard").glob("version_*/events.*"))
 
-    # a second start without --resume refuses to clobber; with --resume it continues
+    # a second start without --resume refuses to clobber; with --resume auto (a requeued job) it continues
     assert main(["pretrain", "-c", str(cfg)]) == 2
     assert "--resume" in capsys.readouterr().err
-    assert main(["pretrain", "-c", str(cfg), "--set", "trainer.max_epochs=2", "--resume"]) == 0
+    assert main(["pretrain", "-c", str(cfg), "--resume", "auto", "--set", "trainer.max_epochs=2"]) == 0
     last = torch.load(ckpts / "last.ckpt", weights_only=True)
     assert last["global_step"] == 2 * 4
+    # it continued from step 4 (a fresh start would have logged steps 0-7 again)
+    logged = [pd.read_csv(p).dropna(subset=["train_loss_step"])["step"].tolist()
+              for p in sorted((out / "logs" / "csv").glob("version_*/metrics.csv"))]
+    assert logged == [[0, 1, 2, 3], [4, 5, 6, 7]]
 
     # export-backbone: a plain MONAI network with identical outputs to the trained encoder
     export = tmp_path / "exported" / "encoder.pt"

@@ -1,6 +1,7 @@
 """The study grid is resumable: finished cells are never recomputed after a crash."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -67,3 +68,80 @@ def test_partial_cell_file_is_never_complete(tmp_path):
     assert [f.suffix for f in files] == [".json"]
     assert json.loads(files[0].read_text())["init"] == "random"
     assert len(collect(tmp_path, cells)) == 1
+
+
+def _file_writing_cell(calls):
+    """Like finetune_cell: writes best.pt / predictions.csv / metrics.json and returns their paths as given."""
+    def fn(cell: Cell, cell_dir):
+        calls.append(cell.key)
+        cell_dir.mkdir(parents=True, exist_ok=True)
+        (cell_dir / "best.pt").write_bytes(b"weights")
+        pd.DataFrame({"path": ["a.png"], "prob_A": [0.25 + 0.5 * (cell.init != "random")]}).to_csv(
+            cell_dir / "predictions.csv", index=False)
+        (cell_dir / "metrics.json").write_text("{}")
+        return {"n_labeled": 10, "mean_auc": 0.7, "mean_auc_ci_low": 0.6, "mean_auc_ci_high": 0.8,
+                "checkpoint": str(cell_dir / "best.pt"), "predictions": str(cell_dir / "predictions.csv"),
+                "metrics": str(cell_dir / "metrics.json")}
+    return fn
+
+
+def test_result_paths_are_relative_to_the_study_or_working_dir_and_survive_a_move(tmp_path, monkeypatch):
+    import shutil
+
+    from medssl.study.runner import resolve_result_path
+
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    (work / "runs" / "pretrain").mkdir(parents=True)
+    elsewhere.mkdir()
+    (work / "runs" / "pretrain" / "encoder.pt").write_bytes(b"e")
+    (elsewhere / "encoder.pt").write_bytes(b"e")
+    monkeypatch.chdir(work)
+    inits = {"random": "random", "ssl": str(work / "runs" / "pretrain" / "encoder.pt"),
+             "ext": str(elsewhere / "encoder.pt")}
+    cells = list(grid(inits, ["linear"], [10], [0]))
+    study = work / "study"
+    results = run_grid(cells, study, _file_writing_cell([]))
+
+    by_init = results.set_index("init")
+    assert by_init.loc["random", "init_path"] == "random"
+    assert by_init.loc["ssl", "init_path"] == "runs/pretrain/encoder.pt"  # inside the working directory
+    assert by_init.loc["ext", "init_path"] == str(elsewhere / "encoder.pt")  # nowhere relative: absolute
+    key = cells[0].key
+    row = by_init.loc[cells[0].init]
+    assert (row["checkpoint"], row["predictions"], row["metrics"]) == (
+        f"cells/{key}/best.pt", f"cells/{key}/predictions.csv", f"cells/{key}/metrics.json")
+    on_disk = pd.read_csv(study / "results.csv")
+    assert str(work) not in (study / "results.csv").read_text()
+    assert str(work) not in (study / "cells" / f"{key}.json").read_text()
+    assert json.loads((study / "cells" / f"{key}.json").read_text())["checkpoint"] == f"cells/{key}/best.pt"
+
+    # the study folder moved (and the shell elsewhere): resuming recomputes nothing, paths still open
+    moved = tmp_path / "archive" / "study-2024"
+    moved.parent.mkdir()
+    shutil.move(str(study), str(moved))
+    monkeypatch.chdir(tmp_path)
+    calls = []
+    again = run_grid(cells, moved, _file_writing_cell(calls))
+    assert calls == []
+    pd.testing.assert_frame_equal(again, results)
+    assert on_disk["checkpoint"].tolist() == results["checkpoint"].tolist()
+    for _, r in again.iterrows():
+        probs = pd.read_csv(resolve_result_path(r["predictions"], moved))["prob_A"].tolist()
+        assert probs == [0.25 if r["init"] == "random" else 0.75]
+        assert Path(resolve_result_path(r["checkpoint"], moved)).read_bytes() == b"weights"
+    assert resolve_result_path("random", moved) == "random"
+
+
+def test_absolute_paths_from_older_cell_files_and_a_relative_study_dir_read_back_relative(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cells = list(grid({"random": "random"}, ["linear"], [10, 20], [0]))
+    # a relative study folder: finetune returns paths relative to the working directory
+    results = run_grid(cells[:1], Path("study"), _file_writing_cell([]))
+    assert results["checkpoint"].tolist() == [f"cells/{cells[0].key}/best.pt"]
+    # a cell file written before paths were portable holds absolute ones
+    old = {"init": "random", "mode": "linear", "budget": "20", "seed": 0, "n_labeled": 20, "mean_auc": 0.7,
+           "mean_auc_ci_low": 0.6, "mean_auc_ci_high": 0.8,
+           "checkpoint": str(tmp_path / "study" / "cells" / cells[1].key / "best.pt")}
+    (tmp_path / "study" / "cells" / f"{cells[1].key}.json").write_text(json.dumps(old))
+    table = collect(Path("study"), cells)
+    assert table["checkpoint"].tolist() == [f"cells/{c.key}/best.pt" for c in cells]
