@@ -106,7 +106,12 @@ def labeled_train_rows(manifest: pd.DataFrame, budgets: pd.DataFrame | None, bud
 
 
 class ImageDataset:
-    """torch-style Dataset: i -> (image float32 (1, S, S) in [0, 1], targets (C,), mask (C,))."""
+    """torch-style Dataset: i -> (image float32 (1, S, S) in [0, 1], targets (C,), mask (C,), box int64 (4,)).
+
+    `box` is the image's content box (top, left, height, width) inside the cache's padded canvas
+    (`CachedImages.content_box`), the whole image for sources without one: training augmentation
+    draws its crops inside it, so a crop is never mostly padding.
+    """
 
     def __init__(self, images, labeled: LabeledSet):
         self.images = images
@@ -118,9 +123,12 @@ class ImageDataset:
     def __getitem__(self, i: int):
         import torch
 
-        x = to_unit_float(self.images[int(self.set.rows[i])])
-        return (torch.from_numpy(np.ascontiguousarray(x))[None],
-                torch.from_numpy(self.set.targets[i]), torch.from_numpy(self.set.mask[i]))
+        row = int(self.set.rows[i])
+        x = to_unit_float(self.images[row])
+        box = (self.images.content_box(row) if hasattr(self.images, "content_box")
+               else (0, 0, x.shape[-2], x.shape[-1]))
+        return (torch.from_numpy(np.ascontiguousarray(x))[None], torch.from_numpy(self.set.targets[i]),
+                torch.from_numpy(self.set.mask[i]), torch.tensor(box, dtype=torch.int64))
 
 
 class ArrayImages:

@@ -44,8 +44,8 @@ class Classifier(nn.Module):
 class FinetuneModule(pl.LightningModule):
     """Trains a Classifier end to end; tracks the best epoch on the validation score.
 
-    augment: optional callable (x (B,1,H,W) float in [0,1], generator) -> x, applied to training
-    batches only (the modality-safe policy from medssl.augment).
+    augment: optional callable (x (B,1,H,W) float in [0,1], generator, boxes (B,4) int64) -> x, applied
+    to training batches only (the modality-safe policy from medssl.augment; crops inside `boxes`).
     """
 
     def __init__(self, model: Classifier, val_set: LabeledSet, labels: Sequence[str], *, lr: float = 1e-3,
@@ -73,9 +73,9 @@ class FinetuneModule(pl.LightningModule):
         return self.model(x)
 
     def training_step(self, batch, batch_idx):
-        x, y, m = batch
+        x, y, m, boxes = batch
         if self.augment is not None:
-            x = self.augment(x, self.aug_generator)
+            x = self.augment(x, self.aug_generator, boxes)
         loss = masked_bce(self(x), y, m, self.pos_weight)
         self._train_loss[0] += float(loss.detach()) * len(x)
         self._train_loss[1] += len(x)
@@ -83,7 +83,7 @@ class FinetuneModule(pl.LightningModule):
         return loss
 
     def validation_step(self, batch, batch_idx):
-        x, y, m = batch
+        x, y, m, _ = batch
         logits = self(x)
         self._val_probs.append(torch.sigmoid(logits).double().cpu())
         self._val_loss[0] += float(masked_bce(logits, y, m, self.pos_weight)) * float(m.sum().clamp_min(1.0))

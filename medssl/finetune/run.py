@@ -68,7 +68,7 @@ def _eval_tasks(cfg: Config, labels: list[str]) -> list[str] | None:
 
 
 def augment_from_config(cfg: Config) -> Callable:
-    """The modality-safe training augmentation of cfg.augment as a callable (x, generator) -> x.
+    """The modality-safe training augmentation of cfg.augment as a callable (x, generator, boxes) -> x.
 
     The same named policies as pretraining (`medssl.augment.policy_from_config`: augment.*,
     data.modality, model.input_size views), applied batch-wise on the training device to full
@@ -78,7 +78,7 @@ def augment_from_config(cfg: Config) -> Callable:
     from medssl.augment import policy_from_config
 
     pol = policy_from_config(cfg)
-    return lambda x, generator: pol.batch(x, generator)
+    return lambda x, generator, boxes=None: pol.batch(x, generator, boxes=boxes)
 
 
 def images_fingerprint(images) -> str | None:

@@ -107,13 +107,20 @@ def test_full_cell_augments_training_batches_and_checkpoint_loads_into_a_plain_e
     policy = augment_from_config(cfg)   # the modality-safe x-ray policy, 32 px views
     seen = []
 
-    def augment(x, generator):
+    class Letterboxed(ArrayImages):
+        """Images padded left and right: content in columns 8..23 (what a cache stores for a tall image)."""
+        def content_box(self, i):
+            return (0, 8, 32, 16)
+
+    def augment(x, generator, boxes):
         seen.append(tuple(x.shape))
-        out = policy(x, generator)
+        assert boxes.tolist() == [[0, 8, 32, 16]] * len(x)   # each image's content box reaches the policy
+        out = policy(x, generator, boxes)
         assert out.shape == x.shape and out.dtype == torch.float32 and not torch.equal(out, x)
         return out
 
-    r = _cell(tmp_path, tiny_data, "full", mode="full", cfg=cfg, augment=augment)
+    _, imgs = tiny_data
+    r = _cell(tmp_path, tiny_data, "full", mode="full", cfg=cfg, augment=augment, images=Letterboxed(imgs))
     assert seen == [(16, 1, 32, 32)] * (2 * 2)   # 2 epochs x 2 full training batches; never val or test
     assert 0 <= r["best_epoch"] < 2 and np.isfinite(r["mean_auc"])
     enc = build_encoder("resnet18")
@@ -121,3 +128,15 @@ def test_full_cell_augments_training_batches_and_checkpoint_loads_into_a_plain_e
     saved = torch.load(r["checkpoint"], weights_only=True)["encoder"]
     for k, v in enc.net.state_dict().items():
         torch.testing.assert_close(v, saved[k])
+
+
+def test_finetune_augmentation_crops_inside_the_content_box():
+    """A letterboxed image (content = 1 in columns 8..23, padding 0): crops drawn inside the content box
+    are nearly all content; the same policy without boxes sees half padding."""
+    policy = augment_from_config(tiny_config())
+    x = torch.zeros(64, 1, 32, 32)
+    x[..., 8:24] = 1.0
+    boxes = torch.tensor([[0, 8, 32, 16]] * 64)
+    inside = policy(x, torch.Generator().manual_seed(0), boxes).mean().item()
+    anywhere = policy(x, torch.Generator().manual_seed(0)).mean().item()
+    assert inside > 0.85 and anywhere < 0.65, (inside, anywhere)
