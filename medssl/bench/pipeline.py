@@ -11,7 +11,12 @@ with the X-ray policy (`medssl.augment.policy("xray-default")`):
                per-sample MONAI path
   (c) naive    what a user writes first: monai LoadImaged + ScaleIntensityd + the same policy per
                sample from the SOURCE files, monai.data.DataLoader (reference)
-Each pipeline runs twice: on one core (num_workers=0, torch threads 1: the rate IS the per-core
+  (d) in_workers  the same data module with augment_in_workers=True (what CPU training runs,
+               `medssl.ssl.data.augment_where` -> "workers"): each DataLoader worker slices the
+               cache AND augments its whole batch with the batched policy; the main process only
+               receives views. Measured with 1 and 2 workers (`in_workers`, per core = rate / workers
+               used, capped at cpu_count).
+Pipelines (a)-(c) run twice: on one core (num_workers=0, torch threads 1: the rate IS the per-core
 rate) and on all cores (W workers; per core = rate / cores used, cores used = min(cpu_count,
 W + 1) for (a), whose main process augments, and min(cpu_count, W) for (b) and (c), whose main
 process only waits). The main process runs ONE torch thread in both (multi-threaded small ops
@@ -29,6 +34,8 @@ TARGET_PER_CORE = 250.0        # two-view OUT^2 samples/s per CPU core, path (a)
 TARGET_VS_NAIVE = 5.0          # (a) / (c), per core
 
 PIPELINES = ("batched", "per_sample", "naive")
+#: DataLoader workers of the augment-in-workers measurement (d)
+IN_WORKERS = (1, 2)
 #: batches per epoch of the benchmark loaders (the manifest is tiled to this many)
 BATCHES_PER_EPOCH = 32
 
@@ -160,13 +167,14 @@ def block_rates(next_batch, *, samples_per_batch: int, warmup: int, repeats: int
             "blocks": len(rates), "batches": total}
 
 
-def cache_loader(cfg, manifest):
-    """next_batch() of the real PretrainDataModule: loader batch -> on_after_batch_transfer views.
+def cache_loader(cfg, manifest, *, augment_in_workers=None):
+    """next_batch() of the real PretrainDataModule: loader batch -> on_after_batch_transfer views
+    (a pass-through when the workers already augmented: augment_in_workers=True).
 
     Returns (next_batch, close)."""
     from medssl.ssl.data import PretrainDataModule
 
-    dm = PretrainDataModule(cfg, manifest=manifest)
+    dm = PretrainDataModule(cfg, manifest=manifest, augment_in_workers=augment_in_workers)
     loader = dm.train_dataloader()
     state = {"it": iter(loader)}
 
@@ -263,6 +271,7 @@ def run(args) -> dict:
         naive_paths = list(tiled(sources, args.naive_batch * BATCHES_PER_EPOCH)["path"])
 
         def measure(name: str, n_workers: int):
+            """name: one of PIPELINES or "in_workers" (batched policy in the DataLoader workers)."""
             batch = args.naive_batch if name == "naive" else args.batch
             # untimed: each worker's first batch (start-up), and one more in steady state
             timing = dict(samples_per_batch=batch, warmup=n_workers + 1, repeats=args.repeats, budget_s=args.budget)
@@ -272,7 +281,8 @@ def run(args) -> dict:
                 cfg = pretrain_config(tmp / "cache", cache_size=args.cache_size, out_size=args.out_size,
                                       batch=args.batch, workers=n_workers,
                                       on_device="cpu" if name == "per_sample" else "auto")
-                next_batch, close = cache_loader(cfg, manifest)
+                next_batch, close = cache_loader(cfg, manifest,
+                                                 augment_in_workers=True if name == "in_workers" else None)
             try:
                 return block_rates(next_batch, **timing)
             finally:
@@ -293,6 +303,14 @@ def run(args) -> dict:
             multi = measure("batched", workers)
         runs["batched"]["all_cores_main_threads_all"] = {**multi, "main_threads": cores}
         result["pipelines"] = runs
+        in_workers = {}
+        with threads(1):
+            for n_workers in IN_WORKERS:
+                r = measure("in_workers", n_workers)
+                used = min(cores, n_workers)
+                in_workers[f"workers_{n_workers}"] = {**r, "workers": n_workers, "cores_used": used,
+                                                      "per_core": r["samples_per_s"] / used}
+        result["in_workers"] = in_workers
     result["settings"]["load_average_end"] = os.getloadavg()
     a, b, c = (runs[k] for k in PIPELINES)
     per_core = a["one_core"]["per_core"]
@@ -320,6 +338,10 @@ def _rows(result: dict) -> list[tuple]:
              "naive": "reference: decode source + MONAI per sample"}
     rows = [(name, r["one_core"]["samples_per_s"], r["all_cores"]["samples_per_s"], r["all_cores"]["per_core"],
              notes[name]) for name, r in runs.items()]
+    for r in result.get("in_workers", {}).values():
+        note = (f"batched policy in the DataLoader workers ({r['cores_used']} core(s) used); "
+                f"{r['per_core'] / s['batched_per_core']:.2f}x batched per core")
+        rows.append((f"in_workers, {r['workers']} worker(s)", None, r["samples_per_s"], r["per_core"], note))
     i = result["inputs"]
     rows.append(("cache build", None, i["cache_build_images_per_s"], None,
                  f"{result['settings']['n_sources']} sources, {i['cache_build_workers']} workers"))

@@ -36,7 +36,7 @@ def is_nifti_name(path) -> bool:
     return str(path).lower().endswith(SUFFIXES)
 
 
-def _load(path):
+def _load(path, *, keep_file_open: bool = False):
     import nibabel as nib
 
     if not Path(path).is_file():
@@ -47,7 +47,7 @@ def _load(path):
         logger, disabled = nib.imageglobals.logger, nib.imageglobals.logger.disabled
         logger.disabled = True
         try:
-            img = nib.load(str(path))
+            img = nib.load(str(path), keep_file_open=keep_file_open)
         finally:
             logger.disabled = disabled
     except MedsslError:
@@ -212,8 +212,8 @@ def read_nifti(path, *, frame: int | None = None, window="voi", slice_axis=None,
     frame picks the volume of a 4D file. "voi" uses the header's cal_min/cal_max display
     range when set, else the volume's full range (computed before slicing, so slices of
     one volume share a scale). One slice with a window that does not need the volume's range
-    ("none", an explicit window, or cal_min/cal_max) reads only that slice from the file.
-    Raises ReaderError/ImageTooLargeError.
+    ("none", an explicit window, or cal_min/cal_max) reads only that slice from the file
+    (many slices of one volume: `NiftiVolume`). Raises ReaderError/ImageTooLargeError.
     """
     spec = parse_window(window)
     img = _load(path)
@@ -227,29 +227,137 @@ def read_nifti(path, *, frame: int | None = None, window="voi", slice_axis=None,
     except (MedsslError, MemoryError):
         raise
     except Exception as e:
-        raise ReaderError(path, f"cannot read NIfTI data ({type(e).__name__}: {e}); the file is corrupt or "
-                                "truncated: re-export it") from None
-    if not np.isfinite(values).all():
-        bad = int((~np.isfinite(values)).sum())
-        raise ReaderError(path, f"{bad} voxel(s) are NaN/Inf (or scl_slope/scl_inter make them so); fix the "
-                                "volume (e.g. replace NaN with the background value) before using it")
-    if spec == "none":
-        check_float32_range(path, values)
-    meta = dict.fromkeys(META_KEYS)
-    meta["source_format"] = "nifti"
-    if spec == "none":
-        out, meta["units"] = values, "raw"
-    else:
-        if spec == "voi":
-            cal = _cal_range(img)
-            out = scale_range(values, *cal) if cal else scale_full_range(values)
-        else:
-            out = apply_window(values, *spec)
-        meta["units"] = "unit"
+        raise _corrupt(path, e) from None
+    _check_finite(path, int((~np.isfinite(values)).sum()))
+    out, units = _scale(path, values, spec, _cal_range(img))
     if slab is None:
         out, spacing = select_slice(path, out, spacing, slice_axis, slice_index)
+    return _image(out, units, spacing)
+
+
+def _corrupt(path, e: Exception) -> ReaderError:
+    return ReaderError(path, f"cannot read NIfTI data ({type(e).__name__}: {e}); the file is corrupt or "
+                             "truncated: re-export it")
+
+
+def _check_finite(path, n_bad: int) -> None:
+    if n_bad:
+        raise ReaderError(path, f"{n_bad} voxel(s) are NaN/Inf (or scl_slope/scl_inter make them so); fix the "
+                                "volume (e.g. replace NaN with the background value) before using it")
+
+
+def _scale(path, values: np.ndarray, spec, cal, full_range=None) -> tuple[np.ndarray, str]:
+    """(pixels, units) for a window spec; "voi" without cal uses full_range, else the values' own range."""
+    if spec == "none":
+        check_float32_range(path, values)
+        return values, "raw"
+    if spec == "voi":
+        if cal:
+            return scale_range(values, *cal), "unit"
+        return (scale_full_range(values) if full_range is None else scale_range(values, *full_range)), "unit"
+    return apply_window(values, *spec), "unit"
+
+
+def _image(pixels: np.ndarray, units: str, spacing) -> Image:
+    meta = dict.fromkeys(META_KEYS)
+    meta["source_format"] = "nifti"
+    meta["units"] = units
     meta["spacing"] = tuple(float(s) for s in spacing) if spacing else None
-    return Image(np.ascontiguousarray(out, dtype=np.float32), meta)
+    return Image(np.ascontiguousarray(pixels, dtype=np.float32), meta)
+
+
+class NiftiVolume:
+    """One 3D NIfTI volume kept open and read slice by slice, with memory bounded by a slab.
+
+    `read_slice(k)` returns exactly what `read_nifti(path, window=window, slice_axis=axis,
+    slice_index=k)` returns, but reads only that slice from the file; for window="voi" without
+    cal_min/cal_max the volume's range, which every slice is scaled by, is computed once, in slabs
+    of at most RANGE_SLAB_BYTES (as float64). `open` returns None for files it does not serve (2D,
+    4D, an affine without an orientation): read those with read_nifti. Reading slices in
+    `file_order` decompresses a .nii.gz once per pass. Use as a context manager, or close().
+    """
+
+    RANGE_SLAB_BYTES = 64 << 20
+
+    def __init__(self, path, img, spatial, index, spec, window, axis: int, max_pixels):
+        self.path, self._img, self._spatial, self._index = path, img, spatial, index
+        self._spec, self._window, self.axis, self._max_pixels = spec, window, axis, max_pixels
+        self._cal = _cal_range(img)
+        self._range = None   # (min, max, n non-finite) of the whole volume, when the window needs it
+
+    @classmethod
+    def open(cls, path, *, window="voi", slice_axis=0, max_pixels: int | None = None) -> NiftiVolume | None:
+        spec = parse_window(window)
+        axis = _slice_axis(slice_axis)
+        img = _load(path, keep_file_open=True)
+        try:
+            spatial, index = _spatial_shape(path, img, None)
+            check_declared_size(path, spatial, max_pixels, what="NIfTI volume")
+            _check_dtype(path, img)
+            if axis is None or _slab(img, spatial, axis, 0) is None:
+                return None
+        except (MedsslError, MemoryError):
+            raise
+        except Exception as e:
+            raise _corrupt(path, e) from None
+        return cls(path, img, spatial, index, spec, window, axis, max_pixels)
+
+    def _slab(self, k):
+        return _slab(self._img, self._spatial, self.axis, k)
+
+    def file_order(self, slice_indices) -> np.ndarray:
+        """Positions that sort `slice_indices` by where their slices lie in the file."""
+        keys = [(s[1] if (s := self._slab(int(k))) is not None else -1) for k in slice_indices]
+        return np.argsort(np.asarray(keys), kind="stable")
+
+    def read_slice(self, k) -> Image:
+        slab = self._slab(k)
+        if slab is None:   # out of range or malformed: read_nifti says why, in its own words
+            return read_nifti(self.path, window=self._window, slice_axis=self.axis, slice_index=k,
+                              max_pixels=self._max_pixels)
+        try:
+            full_range = None
+            if self._spec == "voi" and self._cal is None:
+                lo, hi, bad = self._volume_range()
+                _check_finite(self.path, bad)
+                full_range = (lo, hi)
+            values, spacing = _canonical(self.path, self._img, None, slab)
+        except (MedsslError, MemoryError):
+            raise
+        except Exception as e:
+            raise _corrupt(self.path, e) from None
+        _check_finite(self.path, int((~np.isfinite(values)).sum()))
+        out, units = _scale(self.path, values, self._spec, self._cal, full_range)
+        return _image(out, units, spacing)
+
+    def _volume_range(self):
+        """(min, max, non-finite count) over the volume as _canonical reads it, in slabs of the last file axis."""
+        if self._range is None:
+            n = self._spatial[-1]
+            step = max(1, self.RANGE_SLAB_BYTES // (8 * int(np.prod(self._spatial[:-1]))))
+            lo = hi = None
+            bad = 0
+            for a in range(0, n, step):
+                index = self._index[:2] + (slice(a, min(a + step, n)),) + self._index[3:]
+                data = np.asarray(self._img.dataobj[index])
+                if data.dtype not in _KEPT_DTYPES:
+                    data = data.astype(np.float64)
+                if data.dtype.kind == "f":
+                    bad += int((~np.isfinite(data)).sum())
+                if data.size:
+                    lo = data.min() if lo is None else min(lo, data.min())
+                    hi = data.max() if hi is None else max(hi, data.max())
+            self._range = (lo, hi, bad)
+        return self._range
+
+    def close(self) -> None:
+        self._img = None   # nibabel closes the kept-open file with its array proxy
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def read_nifti_header(path) -> dict:

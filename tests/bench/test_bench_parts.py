@@ -32,12 +32,21 @@ def test_bench_pipeline_tiny(tmp_path, capsys):
     assert runs["batched"]["all_cores"]["cores_used"] == min(2, p["settings"]["cpu_count"])
     assert runs["naive"]["all_cores"]["cores_used"] == 1
     assert runs["batched"]["all_cores_main_threads_all"]["samples_per_s"] > 0
+    # (d) the batched policy inside 1 and 2 DataLoader workers: positive, finite, per core = rate / cores used
+    inw = p["in_workers"]
+    assert set(inw) == {"workers_1", "workers_2"}
+    for key, r in inw.items():
+        assert math.isfinite(r["samples_per_s"]) and r["samples_per_s"] > 0, key
+        assert r["min"] <= r["samples_per_s"] <= r["max"] and r["blocks"] == 2, key
+        assert r["cores_used"] == min(r["workers"], p["settings"]["cpu_count"])
+        assert math.isclose(r["per_core"], r["samples_per_s"] / r["cores_used"])
     s = p["summary"]
     assert math.isclose(s["ratio_batched_vs_naive"], s["batched_per_core"] / s["naive_per_core"])
     assert math.isclose(s["ratio_batched_vs_per_sample"], s["batched_per_core"] / s["per_sample_per_core"])
     assert s["meets_target"] == (s["batched_per_core"] >= s["target_per_core_min"]
                                  and s["ratio_batched_vs_naive"] >= s["target_ratio_vs_naive_min"])
-    assert "naive" in capsys.readouterr().out
+    table = capsys.readouterr().out
+    assert "naive" in table and "in_workers, 2 worker(s)" in table
 
 
 def test_bench_pretrain_tiny(tmp_path):

@@ -125,13 +125,24 @@ def test_on_error_skip_records_failures(png_data, tmp_path):
     assert len(CachedImages(tmp_path / "c", df.iloc[:7])) == 7   # the readable rows alone are fine
 
 
-def test_parallel_build_equals_serial(png_data, tmp_path):
+def test_parallel_build_equals_serial(png_data, tmp_path, monkeypatch):
+    import medssl.cache.build as build_module
+
     df, root = png_data
+    started = []
+    real_pool = build_module.ProcessPoolExecutor
+    monkeypatch.setattr(build_module, "ProcessPoolExecutor", lambda **kw: started.append(kw) or real_pool(**kw))
     build(df, root, tmp_path / "serial", workers=1)
+    build(df, root, tmp_path / "small", workers=2)       # 7 tiny images: a pool would cost more than it saves
+    assert started == []
+    monkeypatch.setattr(build_module, "POOL_START_S", 0.0)
     build(df, root, tmp_path / "parallel", workers=2)
-    a, b = CachedImages(tmp_path / "serial"), CachedImages(tmp_path / "parallel")
-    np.testing.assert_array_equal(a.get_batch(range(7)), b.get_batch(range(7)))
-    np.testing.assert_array_equal(a.boxes, b.boxes)
+    assert started == [{"max_workers": 2}]
+    a, b, c = (CachedImages(tmp_path / d) for d in ("serial", "parallel", "small"))
+    for other in (b, c):
+        np.testing.assert_array_equal(a.get_batch(range(7)), other.get_batch(range(7)))
+        np.testing.assert_array_equal(a.boxes, other.boxes)
+    assert (tmp_path / "serial" / "shard-00001.npy").read_bytes() == (tmp_path / "parallel" / "shard-00001.npy").read_bytes()
 
 
 def test_volume_without_frame_is_refused_and_frames_pick_slices(tmp_path):

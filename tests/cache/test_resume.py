@@ -76,6 +76,37 @@ def test_resume_after_interruption(png_data, tmp_path, monkeypatch):
     _assert_same_cache(c, tmp_path / "fresh")
 
 
+def test_killed_after_the_last_shard_rebuilds_only_it(png_data, tmp_path, monkeypatch):
+    """The last shard has no index part (it goes straight into index.parquet): a build killed
+    between its rename and meta.json redoes that shard alone, and a one-shard build starts over."""
+    import medssl.cache.build as build_module
+
+    df, root = png_data
+    _build(df, root, tmp_path / "fresh")
+
+    def killed(*args, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(build_module, "_write_meta", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _build(df, root, tmp_path / "c")
+    c = tmp_path / "c"
+    assert (c / M.shard_name(2)).is_file() and not (c / M.part_name(2)).exists()
+    assert (c / M.part_name(1)).is_file() and (c / M.BUILD_FILE).is_file() and not (c / M.META_FILE).exists()
+    monkeypatch.undo()
+    info = _build(df, root, c)
+    assert (info.reused_shards, info.built_shards) == (2, 1)
+    _assert_same_cache(c, tmp_path / "fresh")
+    # one shard: nothing to resume from, no build.json; the next run starts over and ends the same
+    monkeypatch.setattr(build_module, "_write_meta", killed)
+    with pytest.raises(KeyboardInterrupt):
+        build_cache(df, tmp_path / "one", data_root=root, size=32, workers=1, progress=False)
+    assert not (tmp_path / "one" / M.BUILD_FILE).exists()
+    monkeypatch.undo()
+    info = build_cache(df, tmp_path / "one", data_root=root, size=32, workers=1, progress=False)
+    assert (info.reused_shards, info.built_shards, info.n_ok) == (0, 1, 7)
+
+
 def test_resume_with_other_settings_is_refused(png_data, tmp_path, monkeypatch):
     df, root = png_data
     def interrupt(path, **kw):
