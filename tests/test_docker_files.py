@@ -190,13 +190,14 @@ def test_compose_commands_parse_with_the_real_cli_and_config(compose, tmp_path):
         assert len(lines) == 1, f"{name}: one medssl command expected, got {lines}"
         argv = shlex.split(_expand(lines[0], env))[1:]
         assert argv[0] == name, f"service {name} runs `medssl {argv[0]}`"
-        parsed[name] = parser.parse_args([a for a in argv if a != "$$@"])  # pretrain's optional --resume
+        parsed[name] = parser.parse_args(argv)
     cfg = load_config(env["CONFIG"], parsed["cache"].overrides)
     assert (cfg.data.manifest, cfg.data.data_root, cfg.cache.dir) == ("/out/manifest.split.csv", "/data/site", "/out/cache")
     cfg = load_config(env["CONFIG"], parsed["study"].overrides)
     assert (cfg.trainer.output_dir, cfg.study.output_dir) == ("/out/pretrain", "/out/study")
     assert cfg.study.inits == {"random": "random", "ssl": "/out/pretrain/encoder.pt"}
     assert parsed["manifest"].out == "manifest.csv" and parsed["split"].manifest == "manifest.csv"
+    assert parsed["pretrain"].resume == "auto"   # a rerun continues from last.ckpt, a first run starts fresh
 
 
 # ------------------------------------------------------------------------------ SLURM, scripts
