@@ -64,7 +64,7 @@ def test_cli_pretrains_resumes_and_exports_a_plain_monai_backbone(tmp_path, caps
     # --resume auto with nothing to resume starts fresh (a first SLURM submission)
     assert main(["pretrain", "-c", str(cfg), "--resume", "auto"]) == 0
     printed = capsys.readouterr().out
-    assert str(out) in printed and "encoder" in printed
+    assert str(out) in printed and "encoder" in printed and "starting a new run" in printed
     ckpts = out / "checkpoints"
     assert (ckpts / "last.ckpt").is_file() and (ckpts / "best.ckpt").is_file() and (out / "config.yaml").is_file()
     metrics = next((out / "logs" / "csv").glob("version_*/metrics.csv")).read_text()
@@ -75,6 +75,7 @@ def test_cli_pretrains_resumes_and_exports_a_plain_monai_backbone(tmp_path, caps
     assert main(["pretrain", "-c", str(cfg)]) == 2
     assert "--resume" in capsys.readouterr().err
     assert main(["pretrain", "-c", str(cfg), "--resume", "auto", "--set", "trainer.max_epochs=2"]) == 0
+    assert f"resuming from {ckpts / 'last.ckpt'}" in capsys.readouterr().out
     last = torch.load(ckpts / "last.ckpt", weights_only=True)
     assert last["global_step"] == 2 * 4
     # it continued from step 4 (a fresh start would have logged steps 0-7 again)
