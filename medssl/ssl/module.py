@@ -126,7 +126,7 @@ class SSLModule(pl.LightningModule):
         super().optimizer_step(*args, **kwargs)
         # EMA right after each optimizer step (once per step under gradient accumulation), before any
         # on_train_batch_end callback can write a checkpoint, so a checkpoint never misses an update.
-        if hasattr(self.model, "momentum_update"):
+        if getattr(self.model, "has_momentum_network", True) and hasattr(self.model, "momentum_update"):
             total, _ = self._step_counts()
             m = momentum_at(self.global_step, total, self.cfg.ssl.momentum, momentum_schedule(self.cfg))
             self.model.momentum_update(m)

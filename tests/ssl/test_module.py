@@ -39,6 +39,7 @@ def test_each_method_lowers_its_loss_on_real_images(tmp_path, method):
     logged = pd.read_csv(next((out / "logs" / "csv").glob("version_*/metrics.csv")))
     for column in ("lr", "pos_sim_step", "neg_sim_step", "feat_std_step"):
         assert logged[column].notna().sum() == 10, column
+    assert ("momentum" in logged.columns) == (method == "byol")   # only EMA methods log a momentum
 
 
 def test_mocov2_lowers_its_loss_on_real_images_once_the_queue_is_full(tmp_path):
