@@ -21,6 +21,8 @@ from medssl.ssl.moco import momentum_encoder, update_momentum
 class BYOL(nn.Module):
     """forward(view_a, view_b, patient=None) -> (loss, logs); `patient` is accepted and unused."""
 
+    has_momentum_network = True
+
     def __init__(self, encoder: nn.Module, cfg: SSLConfig):
         super().__init__()
         self.encoder = encoder

@@ -60,6 +60,8 @@ def update_momentum(target: nn.Module, online: nn.Module, m: float) -> None:
 class MoCo(nn.Module):
     """forward(view_a, view_b, patient=None) -> (loss, logs); view_a -> queries, view_b -> keys."""
 
+    has_momentum_network = True
+
     def __init__(self, encoder: nn.Module, cfg: SSLConfig):
         super().__init__()
         self.encoder = encoder

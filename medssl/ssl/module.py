@@ -126,13 +126,11 @@ class SSLModule(pl.LightningModule):
         super().optimizer_step(*args, **kwargs)
         # EMA right after each optimizer step (once per step under gradient accumulation), before any
         # on_train_batch_end callback can write a checkpoint, so a checkpoint never misses an update.
-        if getattr(self.model, "has_momentum_network", True) and hasattr(self.model, "momentum_update"):
+        if self.model.has_momentum_network:
             total, _ = self._step_counts()
             m = momentum_at(self.global_step, total, self.cfg.ssl.momentum, momentum_schedule(self.cfg))
             self.model.momentum_update(m)
             self.log("momentum", m, on_step=True, on_epoch=False, batch_size=1)
-        elif hasattr(self.model, "on_train_batch_end"):
-            self.model.on_train_batch_end()
 
     # --- val monitor (labels of the val split only)
     def on_train_epoch_end(self) -> None:

@@ -7,6 +7,8 @@ Every method is an nn.Module with the same surface:
   .encoder            the online medssl Encoder (checkpoint keys `encoder.net.*`)
   .momentum           EMA momentum used by on_train_batch_end (the trainer may set it per step)
   momentum_update(m=None), on_train_batch_end()   EMA step (no-ops for SimCLR and triplet)
+  .has_momentum_network   True when the method keeps an EMA copy (MoCo, BYOL): the trainer then
+      sets its momentum schedule, calls momentum_update(m) and logs m
 Frozen EMA copies have requires_grad False: give the optimizer only parameters that require grad.
 """
 

@@ -16,7 +16,7 @@ class SingleNetworkMethod(nn.Module):
     encoder: nn.Module
     projector: nn.Module
     momentum = 0.0
-    has_momentum_network = False   # the trainer neither schedules nor logs a momentum for it
+    has_momentum_network = False
 
     def momentum_update(self, m: float | None = None) -> None:
         """No momentum network: nothing to update."""
