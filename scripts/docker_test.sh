@@ -254,7 +254,7 @@ check_rerun_skips() {
     grep -q "manifest.csv exists; skipping" "$1" || die "rerun rebuilt the manifest"
     grep -q "manifest.split.csv is up to date" "$1" || die "rerun redid the split"
     grep -q "up to date: /out/cache" "$1" || die "rerun rebuilt the cache"
-    grep -q "medssl pretrain: resuming from /out/pretrain/checkpoints/last.ckpt" "$1" || die "rerun of pretrain did not resume"
+    grep -q "resuming from /out/pretrain/checkpoints/last.ckpt" "$1" || die "rerun of pretrain did not resume"
     if grep -q "^study" "$1"; then
         grep -q " 0 cells run" "$1" || die "rerun of the study recomputed finished cells"
     fi

@@ -14,8 +14,8 @@ def override(text: str) -> str:
     return text
 
 
-def add_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", "-c", help="YAML config (see configs/)")
+def add_config_args(parser: argparse.ArgumentParser, config_help: str = "YAML config (see configs/)") -> None:
+    parser.add_argument("--config", "-c", help=config_help)
     # nargs="+" with action="extend": `--set a=1 b=2` and `--set a=1 --set b=2` mean the same
     parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], type=override,
                         metavar="KEY=VALUE",

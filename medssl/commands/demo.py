@@ -46,7 +46,7 @@ BUDGET_LADDER = (25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 
 
 def register(subparsers) -> None:
-    from medssl.commands.common import override
+    from medssl.commands.common import add_config_args
 
     p = subparsers.add_parser(
         "demo", help="run the whole pipeline end to end on the embedded data (or --data / --phantom)",
@@ -68,10 +68,7 @@ def register(subparsers) -> None:
                    help="pretraining runs, each METHOD[-micle] (default: mocov2-micle,simclr)")
     p.add_argument("--modes", default="linear,full", help="fine-tuning modes (default: linear,full)")
     p.add_argument("--keep-ids", action="store_true", help="do not pseudonymise patient ids (not recommended)")
-    p.add_argument("--config", "-c", help="optional YAML applied before the demo's own settings")
-    p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], type=override,
-                   metavar="KEY=VALUE", help="override config values last, e.g. --set trainer.batch_size=64 "
-                                             "finetune.epochs=3 (several per flag, flag repeatable)")
+    add_config_args(p, config_help="optional YAML applied before the demo's own settings (--set values win over both)")
     p.set_defaults(func=run)
 
 
@@ -225,7 +222,7 @@ def _pretrain(cfg, run_name):
     """Pretrain unless this run's encoder already exists (a rerun resumes an interrupted run)."""
     from pathlib import Path
 
-    from medssl.ssl.train import run_pretrain
+    from medssl.ssl.train import AUTO, run_pretrain
     from medssl.ssl.data import ensure_cache
     from medssl.manifest import load
 
@@ -236,8 +233,7 @@ def _pretrain(cfg, run_name):
     ensure_cache(cfg, load(cfg.data.manifest))
     print(f"medssl demo: pretraining {run_name} ({cfg.ssl.method}, {cfg.ssl.pairs} pairs, "
           f"{cfg.trainer.max_epochs} epochs)")
-    last = Path(cfg.trainer.output_dir) / "checkpoints" / "last.ckpt"
-    result = run_pretrain(cfg, resume=True if last.is_file() else None)
+    result = run_pretrain(cfg, resume=AUTO)
     return result.encoder
 
 

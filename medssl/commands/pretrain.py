@@ -49,12 +49,9 @@ def run(args) -> int:
     from medssl.ssl.data import ensure_cache
 
     ensure_cache(cfg)
-    from medssl.ssl.train import resolve_resume, run_pretrain
+    from medssl.ssl.train import run_pretrain
 
-    ckpt = resolve_resume(dirs["out"], args.resume)
-    # said by medssl itself (Lightning's own "Restoring states" line is quieted with its banners)
-    print(f"medssl pretrain: resuming from {ckpt}" if ckpt else "medssl pretrain: starting a new run")
-    result = run_pretrain(cfg, resume=ckpt)
+    result = run_pretrain(cfg, resume=args.resume)
     print(f"medssl pretrain: done at epoch {result.epoch}, step {result.global_step}")
     print(f"  last checkpoint: {result.last_checkpoint}")
     if result.best_checkpoint:

@@ -152,6 +152,11 @@ def run_pretrain(cfg: Config, *, resume: Union[None, bool, str] = None, manifest
 
     dirs = run_dirs(cfg.trainer.output_dir)
     ckpt_path = resolve_resume(dirs["out"], resume)
+    # said by medssl itself: Lightning's own "Restoring states" line is quieted with its banners
+    if ckpt_path:
+        log.info("resuming from %s", ckpt_path)
+    else:
+        log.info("starting a new run in %s", dirs["out"])
     pl.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     datamodule = PretrainDataModule(cfg, manifest=manifest)
     datamodule.prepare()  # rank-independent; Lightning calls setup() once ranks are known

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import json
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def monai_from_spec(spec: dict) -> torch.nn.Module:
     return net
 
 
-def test_cli_pretrains_resumes_and_exports_a_plain_monai_backbone(tmp_path, capsys):
+def test_cli_pretrains_resumes_and_exports_a_plain_monai_backbone(tmp_path, capsys, caplog):
     data = tiny_dataset(tmp_path)
     cfg = tmp_path / "run.yaml"
     out = tmp_path / "run"
@@ -62,9 +63,10 @@ def test_cli_pretrains_resumes_and_exports_a_plain_monai_backbone(tmp_path, caps
                     "accelerator": "cpu", "devices": 1, "progress_bar": False, "log_every_n_steps": 1},
     }))
     # --resume auto with nothing to resume starts fresh (a first SLURM submission)
+    caplog.set_level(logging.INFO, logger="medssl.ssl.train")
     assert main(["pretrain", "-c", str(cfg), "--resume", "auto"]) == 0
     printed = capsys.readouterr().out
-    assert str(out) in printed and "encoder" in printed and "starting a new run" in printed
+    assert str(out) in printed and "encoder" in printed and "starting a new run" in caplog.text
     ckpts = out / "checkpoints"
     assert (ckpts / "last.ckpt").is_file() and (ckpts / "best.ckpt").is_file() and (out / "config.yaml").is_file()
     metrics = next((out / "logs" / "csv").glob("version_*/metrics.csv")).read_text()
@@ -75,7 +77,7 @@ def test_cli_pretrains_resumes_and_exports_a_plain_monai_backbone(tmp_path, caps
     assert main(["pretrain", "-c", str(cfg)]) == 2
     assert "--resume" in capsys.readouterr().err
     assert main(["pretrain", "-c", str(cfg), "--resume", "auto", "--set", "trainer.max_epochs=2"]) == 0
-    assert f"resuming from {ckpts / 'last.ckpt'}" in capsys.readouterr().out
+    assert f"resuming from {ckpts / 'last.ckpt'}" in caplog.text
     last = torch.load(ckpts / "last.ckpt", weights_only=True)
     assert last["global_step"] == 2 * 4
     # it continued from step 4 (a fresh start would have logged steps 0-7 again)
