@@ -131,6 +131,13 @@ class ImageDataset:
                 torch.from_numpy(self.set.mask[i]), torch.tensor(box, dtype=torch.int64))
 
 
+def image_batch(images, rows):
+    """Images of manifest positions `rows` from an image source as one float32 tensor (B, 1, S, S) in [0, 1]."""
+    import torch
+
+    return torch.from_numpy(np.stack([to_unit_float(images[int(r)]) for r in rows]))[:, None]
+
+
 class ArrayImages:
     """An in-memory image source: (N, S, S) array indexed by manifest position (tests, small data sets)."""
 

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from medssl import atomic
-from medssl.finetune.data import LabeledSet, resize_batch, to_unit_float, val_selection_score
+from medssl.finetune.data import LabeledSet, image_batch, resize_batch, val_selection_score
 from medssl.finetune.module import masked_bce
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def encode(encoder: nn.Module, images, rows: Sequence[int], *, batch_size: int =
     try:
         for start in range(0, rows.size, batch_size):
             chunk = rows[start:start + batch_size]
-            x = torch.from_numpy(np.stack([to_unit_float(images[int(r)]) for r in chunk]))[:, None].to(device)
+            x = image_batch(images, chunk).to(device)
             out[start:start + chunk.size] = encoder(resize_batch(x, input_size)).float().cpu().numpy()
     finally:
         encoder.train(was_training)

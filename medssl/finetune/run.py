@@ -158,7 +158,7 @@ def predict_images(model: torch.nn.Module, images, labeled: fd.LabeledSet, *, ba
     out = []
     for s in range(0, len(labeled), batch_size):
         rows = labeled.rows[s:s + batch_size]
-        x = torch.from_numpy(np.stack([fd.to_unit_float(images[int(r)]) for r in rows]))[:, None].to(device)
+        x = fd.image_batch(images, rows).to(device)
         out.append(torch.sigmoid(model(x)).double().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, len(labeled.targets[0]) if len(labeled) else 0))
 
