@@ -46,8 +46,10 @@ class CacheConfig:
 
 @dataclass
 class AugmentConfig:
-    policy: str = "xray-default"             # named policy (see medssl.augment.POLICIES)
-    params: dict = field(default_factory=dict)  # per-transform overrides, e.g. {rotate: {degrees: 5}}
+    policy: str = "auto"                     # pretraining policy (medssl.augment.POLICIES); auto: <modality>-pretrain
+    params: dict = field(default_factory=dict)  # its per-transform overrides, e.g. {rotate: {degrees: 5}}
+    finetune_policy: str = "auto"            # full fine-tuning policy; auto: <modality>-default (no intensity jitter)
+    finetune_params: dict = field(default_factory=dict)  # its per-transform overrides
     force_unsafe: bool = False               # allow transforms refused for the modality (logged loudly)
     on_device: Literal["auto", "cpu", "gpu"] = "auto"  # batch augmentation on the accelerator
 

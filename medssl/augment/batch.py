@@ -29,6 +29,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from medssl.augment.policies import TRANSFORMS
+
 __all__ = ["to_unit_float", "augment_batch", "sample_crop_boxes", "homography_from_corners",
            "geometry_matrices", "sample_geometry", "sampling_grid", "resample", "to_unit_float_inside"]
 
@@ -260,6 +262,11 @@ def _intensity_ops(x: torch.Tensor, spec: dict, g) -> torch.Tensor:
         x = (x * _per_sample(b, x)).clamp_(0, 1)
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         x = ((x - mean) * _per_sample(c, x) + mean).clamp_(0, 1)
+    if "gamma" in spec:
+        s = spec["gamma"]
+        on = _coin(n, s["p"], g)
+        gam = torch.where(on, _uniform(n, *s["gamma"], g), 1.0)
+        x = x.clamp(0, 1).pow(_per_sample(gam, x))   # not in place: x may still be the caller's tensor
     if "solarize" in spec:
         s = spec["solarize"]
         on = _per_sample(_coin(n, s["p"], g), x).bool()
@@ -314,7 +321,7 @@ def augment_batch(specs, x: torch.Tensor, out_size: int, *, generator: torch.Gen
         raise ValueError(f"expected a (B, 1, H, W) batch, got shape {tuple(x.shape)}")
     spec = {s.name: s.params for s in specs}
     n, _, H, W = x.shape
-    intensity_first = any(s in spec for s in ("window_jitter", "intensity", "jitter", "solarize"))
+    intensity_first = any(TRANSFORMS[name].stage == "intensity" for name in spec)
     if intensity_first or "crop" not in spec:
         x = _intensity_ops(to_unit_float(x), spec, generator)
     geo = sample_geometry(spec, n, (H, W), out_size, boxes, generator)

@@ -28,7 +28,7 @@ from monai.utils import MAX_SEED, convert_to_tensor
 from medssl.augment.batch import homography_from_corners, resample, to_unit_float
 
 __all__ = ["PolicyTransform", "PolicyTransformd", "RandResizedCrop", "RandPerspective", "RandWindowJitter",
-           "RandBrightnessContrast", "RandSolarize", "ClipIntensity"]
+           "RandBrightnessContrast", "RandGamma", "RandSolarize", "ClipIntensity"]
 
 
 def _plain(img) -> torch.Tensor:
@@ -160,6 +160,23 @@ class RandBrightnessContrast(_RandomImageTransform):
         return ((img - mean) * self.c + mean).clamp(0, 1)
 
 
+class RandGamma(_RandomImageTransform):
+    """y = x ** g with g ~ U(gamma): a global non-linear contrast change that keeps 0 and 1 fixed."""
+
+    def __init__(self, gamma=(0.7, 1.4), prob: float = 0.5):
+        super().__init__(prob)
+        self.gamma = tuple(gamma)
+        self.g = 1.0
+
+    def randomize(self, data=None) -> None:
+        super().randomize(None)
+        if self._do_transform:
+            self.g = self.R.uniform(*self.gamma)
+
+    def _apply(self, img):
+        return img.clamp(0, 1) ** self.g
+
+
 class RandSolarize(_RandomImageTransform):
     """Pixels >= threshold become 1 - x."""
 
@@ -185,6 +202,8 @@ def build_steps(specs, out_size: int) -> list:
     if "jitter" in spec:
         s = spec["jitter"]
         steps.append(RandBrightnessContrast(s["brightness"], s["contrast"], prob=s["p"]))
+    if "gamma" in spec:
+        steps.append(RandGamma(spec["gamma"]["gamma"], prob=spec["gamma"]["p"]))
     if "solarize" in spec:
         steps.append(RandSolarize(spec["solarize"]["threshold"], prob=spec["solarize"]["p"]))
     crop = spec.get("crop", {"scale": (1.0, 1.0), "ratio": (1.0, 1.0), "p": 0.0})   # no crop: resize the box

@@ -12,9 +12,11 @@ EXAMPLES = """examples:
   medssl augment show -c configs/ct_nifti_template.yaml      # resolved policy + what the modality allows
   medssl augment show --policy simclr --modality xray         # why a policy is refused
 
-The policy comes from the config: augment.policy (xray-default, ct-default, mr-default, simclr,
-none), augment.params overrides (e.g. {rotate: {degrees: 5}, noise: {p: 0.5}}), data.modality
-and model.input_size. Transforms that remove diagnostic signal for the modality are refused
+The policy comes from the config: augment.policy for pretraining (auto = <modality>-pretrain:
+geometry + mild global brightness/contrast/gamma), augment.finetune_policy for full fine-tuning
+(auto = <modality>-default: geometry only); named policies xray-pretrain, xray-default, ct-pretrain,
+ct-default, mr-pretrain, mr-default, simclr, none; augment.params / finetune_params overrides (e.g.
+{rotate: {degrees: 5}, noise: {p: 0.5}}), data.modality and model.input_size. Transforms that remove diagnostic signal for the modality are refused
 unless augment.force_unsafe is true. The preview shows manifest rows (titled by row number, never
 by patient id) as stored in the cache, then augmented views from the batched path training uses."""
 
@@ -41,6 +43,9 @@ def register(subparsers) -> None:
                     help="read rows from this decoded cache (default: cache.dir when it holds a cache, "
                          "else decode the images)")
     pv.add_argument("--data-root", default=None, help="where relative image paths resolve")
+    pv.add_argument("--for", dest="purpose", choices=("pretrain", "finetune"), default="pretrain",
+                    help="which policy: pretraining (augment.policy, default) or full fine-tuning "
+                         "(augment.finetune_policy)")
     add_config_args(pv)
     pv.set_defaults(func=run)
 
@@ -49,32 +54,33 @@ def register(subparsers) -> None:
                                     "the modality allows; refusals are printed with their reasons.")
     sh.add_argument("--policy", default=None, help="policy name (default augment.policy)")
     sh.add_argument("--modality", default=None, help="xray, ct or mr (default data.modality)")
+    sh.add_argument("--for", dest="purpose", choices=("pretrain", "finetune"), default="pretrain",
+                    help="pretraining (default) or fine-tuning: the modality allows more intensity jitter "
+                         "in pretraining")
     add_config_args(sh)
     sh.set_defaults(func=run)
     p.set_defaults(func=run)
 
 
-def _policy(cfg, name=None, modality=None):
-    from medssl.augment import policy
-    return policy(name or cfg.augment.policy, modality=modality or cfg.data.modality,
-                  out_size=cfg.model.input_size, force_unsafe=cfg.augment.force_unsafe,
-                  params=cfg.augment.params)
+def _policy(cfg, name=None, modality=None, purpose="pretrain"):
+    from medssl.augment import policy_from_config
+    return policy_from_config(cfg, purpose, name=name, modality=modality)
 
 
 def _show(args, cfg) -> int:
-    from medssl.augment.policies import ALLOWED, normalise_modality
+    from medssl.augment.policies import allowed_set, bound_text, normalise_modality
     from medssl.errors import UnsafeAugmentationError
 
     modality = normalise_modality(args.modality or cfg.data.modality)
     try:
-        print(_policy(cfg, args.policy, modality).describe())
+        print(_policy(cfg, args.policy, modality, args.purpose).describe())
         code = 0
     except UnsafeAugmentationError as e:
         print(f"REFUSED: {e}")
         code = 2
-    print(f"\nallowed for {modality} (anything else needs augment.force_unsafe):")
-    for name, bounds in ALLOWED[modality].items():
-        limits = ", ".join(f"{k} {'<=' if side == 'max' else '>='} {v}" for k, (side, v) in bounds.items())
+    print(f"\nallowed for {modality} {args.purpose} (anything else needs augment.force_unsafe):")
+    for name, bounds in allowed_set(modality, args.purpose).items():
+        limits = ", ".join(bound_text(k, side, v) for k, (side, v) in bounds.items())
         print(f"  {name:14s} {limits}")
     return code
 
@@ -102,7 +108,7 @@ def run(args) -> int:
     manifest = args.manifest or cfg.data.manifest
     if not manifest:
         raise ConfigError("no manifest: pass --manifest or set data.manifest in the config")
-    aug = _policy(cfg)
+    aug = _policy(cfg, purpose=args.purpose)
     df = load(manifest, validate=False, columns=("frame",))
     out = write_preview(args.out, df, aug, n=args.n, views=args.views, seed=args.seed,
                         cache_dir=_cache_dir(args, cfg), data_root=args.data_root or cfg.data.data_root,

@@ -70,14 +70,14 @@ def _eval_tasks(cfg: Config, labels: list[str]) -> list[str] | None:
 def augment_from_config(cfg: Config) -> Callable:
     """The modality-safe training augmentation of cfg.augment as a callable (x, generator, boxes) -> x.
 
-    The same named policies as pretraining (`medssl.augment.policy_from_config`: augment.*,
-    data.modality, model.input_size views), applied batch-wise on the training device to full
-    fine-tuning batches only; linear probes on cached features use none. Unsafe transforms raise
-    UnsafeAugmentationError unless augment.force_unsafe is set.
+    The fine-tuning policy (`medssl.augment.policy_from_config(cfg, "finetune")`: augment.finetune_policy,
+    default the modality's "<modality>-default", which has no intensity jitter), applied batch-wise on
+    the training device to full fine-tuning batches only; probes on cached features use none. Unsafe
+    transforms raise UnsafeAugmentationError unless augment.force_unsafe is set.
     """
     from medssl.augment import policy_from_config
 
-    pol = policy_from_config(cfg)
+    pol = policy_from_config(cfg, "finetune")
     return lambda x, generator, boxes=None: pol.batch(x, generator, boxes=boxes)
 
 

@@ -449,12 +449,10 @@ def augment_where(cfg, device_type: Optional[str]) -> str:
 
 
 def build_policy(cfg):
-    """The augmentation policy of the config, producing model.input_size square views."""
-    from medssl.augment import policy
+    """The pretraining augmentation policy of the config, producing model.input_size square views."""
+    from medssl.augment import policy_from_config
 
-    modality = {"xray": "xray", "ct": "ct", "mr": "mr"}[cfg.data.modality]
-    return policy(cfg.augment.policy, modality=modality, out_size=cfg.model.input_size,
-                  force_unsafe=cfg.augment.force_unsafe, params=cfg.augment.params or None)
+    return policy_from_config(cfg, "pretrain")
 
 
 def cache_dir_of(cfg) -> Path:

@@ -162,7 +162,10 @@ def kermany_root(tmp_path) -> Path:
             ("images/train/PNEUMONIA/person1_virus_6.jpeg", "train", 1, "virus", "train/virus/person1",
              "train/person1", "person1"),
             ("images/test/PNEUMONIA/person100_bacteria_475.jpeg", "test", 1, "bacteria",
-             "test/bacteria/person100", "test/person100", "person100")]
+             "test/bacteria/person100", "test/person100", "person100"),
+            # the same file-name id in the distributor's test folder: the same child
+            ("images/test/PNEUMONIA/person1_virus_12.jpeg", "test", 1, "virus", "test/virus/person1",
+             "test/person1", "person1")]
     root.mkdir()
     (root / "labels.csv").write_text(KERMANY_HEADER + "".join(",".join(map(str, r)) + "\n" for r in rows))
     for r in rows:

@@ -84,11 +84,14 @@ def test_nih_layout(nih_root):
 def test_kermany(kermany_root):
     df = build("kermany", kermany_root, salt=SALT)
     assert list(df[["Pneumonia", "Bacterial", "Viral"]].itertuples(index=False, name=None)) == [
-        (0.0, 0.0, 0.0), (1.0, 1.0, 0.0), (1.0, 0.0, 1.0), (1.0, 1.0, 0.0)]
-    # loose patient merges the bacterial and viral person1; study = the strict id (one episode)
-    assert df["patient_id"].nunique() == 3 and df["study_id"].nunique() == 4
-    assert df.loc[1, "patient_id"] == df.loc[2, "patient_id"] == pseudonym("train/person1", SALT.encode())
-    assert list(df["source_split"]) == ["train", "train", "train", "test"]
+        (0.0, 0.0, 0.0), (1.0, 1.0, 0.0), (1.0, 0.0, 1.0), (1.0, 1.0, 0.0), (1.0, 0.0, 1.0)]
+    # patient = the raw file-name id: person1's bacterial and viral episodes AND its image in the
+    # distributor's test folder are one child (patient_id_loose would make test/person1 another one,
+    # free to land in another split); study = the strict id (one episode)
+    assert df["patient_id"].nunique() == 3 and df["study_id"].nunique() == 5
+    assert df.loc[1, "patient_id"] == df.loc[2, "patient_id"] == df.loc[4, "patient_id"] \
+        == pseudonym("person1", SALT.encode())
+    assert list(df["source_split"]) == ["train", "train", "train", "test", "test"]
     assert "split" not in df.columns and "raw_patient_id" not in df.columns
     assert set(df["view"]) == {"FRONTAL"} and set(df["modality"]) == {"DX"}
 
@@ -135,4 +138,19 @@ def test_real_kermany(shared_data):
     assert len(df) == 5_840
     assert int(df["Pneumonia"].sum()) == 4_265
     assert df["source_split"].value_counts().to_dict() == {"train": 5_216, "test": 624}
+    # 170 file-name ids occur in both distributor folders; merged, 3,103 children (3,273 with the folder prefix)
+    assert df["patient_id"].nunique() == 3_103
     validate(df, verify_files=True)
+
+
+def test_real_kermany_split_keeps_each_raw_id_in_one_split(shared_data):
+    from medssl.splits import patient_split
+
+    raw = pd.read_csv(shared_data / "real" / "kermany_pediatric" / "labels.csv", usecols=["image", "raw_patient_id"])
+    df = patient_split(build("kermany", shared_data / "real" / "kermany_pediatric", salt=SALT), val=0.15, test=0.25)
+    joined = df.merge(raw, left_on="path", right_on="image")
+    assert len(joined) == 5_840
+    splits_per_id = joined.groupby("raw_patient_id")["split"].nunique()
+    assert splits_per_id.max() == 1
+    for straddler in ("person53", "person102", "person1628"):  # in both distributor folders
+        assert joined.loc[joined["raw_patient_id"] == straddler, "source_split"].nunique() == 2

@@ -4,10 +4,17 @@ Source: the folder holding labels.csv (columns image, split, label_pneumonia, su
 patient_id_loose, raw_patient_id; `image` relative to that folder), or labels.csv itself. The
 embedded demo subset (`medssl.data.embedded_kermany_dir()`) has the same layout.
 
-patient = patient_id_loose (merges the bacterial and viral episodes of one `personN`, which may be
-the same child: the safe side for leakage); study = patient_id (one diagnosis episode).
+patient = the raw file-name id (`raw_patient_id`: personN, IM-XXXX or NORMAL2-IM-XXXX), i.e. one
+id for every image of `personN` whatever its subtype and whichever of the distributor's train/test
+folders it sits in. `patient_id_loose` (split/personN) keeps the folder prefix, so the same number in
+train/ and test/ became two patients and could straddle medssl's splits (person53, person102,
+person1628 in the full set: 170 ids occur in both folders); merging on the raw id is the safe side
+for leakage. `NORMAL2-IM-XXXX` stays distinct from `IM-XXXX`: both series occur inside one folder
+(test/NORMAL holds IM-0028 and NORMAL2-IM-0028), so the prefix is a separate numbering, not a copy.
+Without a raw_patient_id column the raw id is patient_id_loose with its folder prefix removed.
+study = patient_id (split/subtype/personN: one diagnosis episode).
 source_split = the distributor's train/test. It is NOT used as `split`: the numbering recurs across
-them, so they may share children; `medssl split` re-splits by patient.
+them; `medssl split` re-splits by patient.
 Labels: Pneumonia (label_pneumonia), Bacterial and Viral (from subtype; normal -> 0 for both).
 view: FRONTAL (the files do not say AP or PA; pediatric films are mostly AP). modality: DX (the
 source gives no DICOM header; DX is the generic digital radiography code). raw_patient_id is dropped.
@@ -38,10 +45,12 @@ def build(source: Path, options: Options) -> Raw:
     if bad.any():
         raise ManifestError(f"{csv}: subtype must be one of {SUBTYPES}; found "
                             f"{sorted(subtype[bad].astype(str).unique())[:5]} (rows {list(t.index[bad][:5])})")
+    raw_id = (t["raw_patient_id"].astype(str).str.strip() if "raw_patient_id" in t.columns
+              else t["patient_id_loose"].str.split("/").str[-1])
     pneumonia = pd.to_numeric(t["label_pneumonia"], errors="coerce").astype("float64")
     out = pd.DataFrame({
         "path": t["image"].str.replace("\\", "/", regex=False),
-        "patient_id": t["patient_id_loose"],
+        "patient_id": raw_id,
         "study_id": t["patient_id"],
         "view": options.view or "FRONTAL",
         "modality": options.modality or "DX",
