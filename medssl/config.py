@@ -19,6 +19,12 @@ import yaml
 from medssl.errors import ConfigError
 
 
+def _probe_defaults():
+    from medssl.finetune import probe
+
+    return probe
+
+
 # ----------------------------------------------------------------------------- sections
 @dataclass
 class DataConfig:
@@ -28,6 +34,8 @@ class DataConfig:
     labels: Optional[list[str]] = None      # label columns to use; default: all discovered
     modality: Literal["xray", "ct", "mr"] = "xray"
     views: Optional[list[str]] = None       # keep only these views (e.g. [PA, AP]); None keeps all
+    pretrain_splits: list[Literal["train", "val"]] = field(default_factory=lambda: ["train"])  # unlabelled images
+    #   pretraining may use: [train, val] adds the val images (their labels are never read); test never
     val: float = 0.1                         # patient fractions for `medssl split`
     test: float = 0.1
     split_seed: int = 0
@@ -69,7 +77,7 @@ class SSLConfig:
     pair_scope: Literal["patient", "study"] = "patient"
     pair_views: Optional[list[str]] = None
     temperature: float = 0.2
-    queue_size: int = 4096
+    queue_size: Union[int, Literal["auto"]] = "auto"  # MoCo; auto: power of two <= half the images (medssl.ssl.recipe)
     momentum: float = 0.999                  # MoCo key encoder / BYOL target EMA
     proj_hidden: int = 2048
     proj_dim: int = 128
@@ -102,7 +110,9 @@ class OptimConfig:
 @dataclass
 class TrainerConfig:
     output_dir: str = "runs/pretrain"
-    max_epochs: int = 100
+    max_epochs: Union[int, Literal["auto"]] = "auto"  # auto: enough epochs for min_samples (medssl.ssl.recipe)
+    min_samples: int = 20_000                # two-view samples an `auto` run sees at least
+    time_budget_min: Optional[float] = None   # minutes: epochs from a measured step time (max_epochs: upper bound)
     max_steps: int = -1
     batch_size: int = 256                    # per device
     accumulate_grad_batches: int = 1
@@ -124,15 +134,18 @@ class TrainerConfig:
 @dataclass
 class FinetuneConfig:
     init: str = "random"                     # "random", a medssl checkpoint, or a plain state dict
-    mode: Literal["linear", "full"] = "linear"
+    mode: Literal["linear", "knn", "full"] = "linear"  # logistic probe / kNN on frozen features, or full fine-tuning
     uncertainty: Literal["ignore", "zeros", "ones"] = "ignore"   # CheXpert U-Ignore / U-Zeros / U-Ones
     blank: Literal["negative", "ignore"] = "negative"
     class_weights: bool = False
     budget: Optional[Union[int, float]] = None   # labeled images (int) or fraction (float); None = all
     budget_seed: int = 0
-    epochs: int = 30
-    lr: float = 1e-3
-    encoder_lr_mult: float = 0.1              # full fine-tuning: encoder lr = lr * this
+    epochs: int = 30                          # full fine-tuning epochs per trial
+    lr: float = 1e-3                          # full fine-tuning lr when lr_grid is empty
+    lr_grid: list[float] = field(default_factory=lambda: [3e-4, 1e-3, 3e-3])  # full: one trial per lr, best on val
+    encoder_lr_mult: float = 1.0              # full, pretrained inits: encoder lr = lr * this (random init: 1.0)
+    probe_Cs: list[float] = field(default_factory=lambda: list(_probe_defaults().DEFAULT_CS))  # logistic probe C grid
+    knn_ks: list[int] = field(default_factory=lambda: list(_probe_defaults().DEFAULT_KS))      # kNN probe k grid
     weight_decay: float = 1e-4
     batch_size: int = 64
     precompute_features: bool = True          # linear probe: cache encoder features on disk, reused across cells
@@ -153,7 +166,8 @@ class StudyConfig:
     budgets: list[Union[int, float]] = field(default_factory=lambda: [250, 500, 1000, 2500, 5000, 10000])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     inits: dict = field(default_factory=lambda: {"random": "random"})  # name -> "random" | checkpoint path
-    modes: list[str] = field(default_factory=lambda: ["linear", "full"])
+    modes: list[str] = field(default_factory=lambda: ["linear", "knn", "full"])
+    val_labels: Union[Literal["budget", "all"], int] = "budget"  # labelled val images per cell: <= budget, all, or N
 
 
 @dataclass
@@ -313,6 +327,17 @@ def _check_values(cfg: Config) -> None:
         raise ConfigError("ssl.temperature must be > 0")
     if not 0 <= cfg.ssl.momentum < 1:
         raise ConfigError("ssl.momentum must be in [0, 1)")
+    from medssl.finetune import MODES
+
+    for mode in cfg.study.modes:
+        if mode not in MODES:
+            raise ConfigError(f"study.modes: {mode!r} is not a mode; choose from {list(MODES)}")
+    if any(lr <= 0 for lr in cfg.finetune.lr_grid) or any(c <= 0 for c in cfg.finetune.probe_Cs):
+        raise ConfigError("finetune.lr_grid and finetune.probe_Cs must hold positive numbers")
+    if any(k < 1 for k in cfg.finetune.knn_ks) or not cfg.finetune.knn_ks or not cfg.finetune.probe_Cs:
+        raise ConfigError("finetune.knn_ks must hold counts >= 1; knn_ks and probe_Cs must not be empty")
+    if isinstance(cfg.study.val_labels, int) and cfg.study.val_labels < 1:
+        raise ConfigError("study.val_labels: a count must be >= 1 (or use 'budget' / 'all')")
     for b in cfg.study.budgets:
         if isinstance(b, float) and not 0 < b <= 1:
             raise ConfigError(f"study.budgets: fraction {b} must be in (0, 1]; use an int for a count")

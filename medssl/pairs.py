@@ -231,12 +231,14 @@ def queue_warning(queue_size: int, n_patients: int, fraction: float = 0.1, *, ma
 
     With Q keys drawn from P patients, the queue holds a key of the anchor's own patient with
     probability about 1 - (1 - 1/P)^Q; those keys are false negatives unless masked by patient code
-    (`masked=True`: medssl's MoCo does this with ssl.mask_same_patient, so the warning says so and
-    only notes that fewer distinct negatives remain).
+    (`masked=True`: medssl's MoCo does this with ssl.mask_same_patient, so it warns only once the
+    queue outgrows the patients, and only notes that fewer distinct negatives remain).
     """
     if n_patients <= 0:
         return f"MoCo queue of {queue_size} keys over a data set with no patients: check the train split"
-    if queue_size <= fraction * n_patients:
+    # Masked same-patient keys cost only a few negatives per anchor; worth a word once the queue
+    # outgrows the patients (then every anchor's own patient is in it, with keys from older epochs).
+    if queue_size <= (n_patients if masked else fraction * n_patients):
         return None
     p_same = 1.0 - (1.0 - 1.0 / n_patients) ** queue_size
     head = (f"MoCo queue holds {queue_size} keys but the data has only {n_patients} patients "

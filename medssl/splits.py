@@ -459,6 +459,51 @@ def label_subsets(df: pd.DataFrame, budgets, seeds, *, labels: Sequence[str] | N
     return out
 
 
+_VAL_SUBSET_SALT = 0x7A1DA7E
+
+#: `study.val_labels` values besides a count: "budget" (a labelled val set no larger than the training
+#: budget) and "all" (every val image).
+VAL_LABEL_MODES = ("budget", "all")
+
+
+def val_label_count(val_labels, n_train_labeled: int, n_val: int) -> int:
+    """How many val images may carry labels: "all" -> n_val, "budget" -> min(budget, n_val), N -> min(N, n_val)."""
+    if val_labels == "all":
+        return n_val
+    if val_labels == "budget":
+        return min(int(n_train_labeled), n_val)
+    if isinstance(val_labels, numbers.Integral) and not isinstance(val_labels, bool) and val_labels >= 1:
+        return min(int(val_labels), n_val)
+    raise SplitError(f"study.val_labels: {val_labels!r} is not allowed; use 'budget', 'all' or a count >= 1")
+
+
+def val_label_subset(df: pd.DataFrame, n_images: int, seed: int, *, labels: Sequence[str] | None = None,
+                     by: str = "patient_id") -> np.ndarray:
+    """Paths of the labelled validation subset: whole val patients, at most `n_images` images.
+
+    The patients come in one stratified order per seed (the order `label_subsets` uses, positives of
+    every label first), and the subset is the longest prefix with <= n_images images (at least one
+    patient), so the subsets of one seed are nested as n_images grows. All val rows when n_images
+    covers them. A label budget of 100 then selects on <= 100 labelled val images, not on the
+    whole val split: the labels a hospital would have to provide for model selection.
+    """
+    val = df[df["split"] == "val"] if "split" in df.columns else None
+    if val is None or val.empty:
+        raise SplitError("no 'val' rows to draw a labelled validation subset from; run `medssl split` with val > 0")
+    if n_images >= len(val):
+        return val["path"].to_numpy()
+    if labels is None:
+        labels = label_columns(val.columns)
+    codes, uniques = _group_codes(val, by)
+    unit_pos, unit_rows = _unit_table(codes, _positives(val, labels), len(uniques))
+    order = _subset_order(unit_pos, unit_rows, np.random.default_rng([_VAL_SUBSET_SALT, int(seed)]))
+    cum = np.cumsum(unit_rows[order])
+    n_units = max(1, int(np.searchsorted(cum, n_images, side="right")))
+    keep = np.zeros(len(uniques), bool)
+    keep[order[:n_units]] = True
+    return val["path"].to_numpy()[keep[codes]]
+
+
 def split_summary(df: pd.DataFrame, *, by: str = "patient_id",
                   labels: Sequence[str] | None = None) -> pd.DataFrame:
     """Per split: images, patients and each label's prevalence (fraction of images that are 1)."""

@@ -240,3 +240,5 @@ def test_queue_warning_says_when_same_patient_keys_are_masked():
     masked = queue_warning(4096, 500, masked=True)
     assert "masked out of the negatives" in masked and "false negative" not in masked
     assert "false negative" in queue_warning(4096, 500, masked=False)
+    # masked: no warning while the queue is smaller than the patients (the auto queue on the demo data)
+    assert queue_warning(256, 518, masked=True) is None and queue_warning(256, 518, masked=False) is not None

@@ -119,7 +119,7 @@ def pretrain_config(cache_dir, *, cache_size: int, out_size: int, batch: int, wo
 
     sets = [f"cache.dir={cache_dir}", f"cache.size={cache_size}", f"model.input_size={out_size}",
             f"trainer.batch_size={batch}", f"trainer.num_workers={workers}", f"augment.on_device={on_device}",
-            "ssl.monitor_every_n_epochs=0"]
+            "ssl.monitor_every_n_epochs=0", "trainer.max_epochs=1"]   # benches run a fixed number of steps
     sets += [f"{k}={v}" for k, v in sections.items()]
     return load_config(None, sets)
 

@@ -30,11 +30,14 @@ Children's Medical Center, ages 1-5; CC BY 4.0, doi:10.17632/rscbjbr9sj.2): {n_i
 - The distributor squashed every image to 224x224 (aspect ratio not kept) and re-encoded it as
   JPEG; the embedded copy is further reduced to 128x128 grayscale.
 - Patient ids come from file names (the community convention, not documented by the data
-  authors); we group by the loose id, which merges ids that may be the same child.
+  authors); every image of one file-name id (personN, IM-XXXX) is one patient, whatever its
+  subtype or distributor folder, so no child can straddle the splits.
 - The distributor's train/test folders share such patient ids, so medssl ignores them and splits
   by patient itself (kept as `source_split` in the manifest).
-- The demo pretrains for a few epochs at low resolution on a few hundred images: it shows the
-  pipeline works end to end, not what pretraining on a real archive buys."""
+- The demo pretrains for ~20k two-view samples at 64 px on the ~980 non-test images (train + val,
+  labels unread): a CPU-sized run on a tiny archive. It shows whether pretraining on this archive
+  helps at these budgets - read the paired differences - not what pretraining on a hospital's
+  hundreds of thousands of studies buys."""
 
 GENERIC_NOTES = """\
 {n_images} images of {n_patients} patients; labels: {labels}. Splits are by patient. With few test
@@ -58,15 +61,24 @@ def register(subparsers) -> None:
     src.add_argument("--phantom", type=int, metavar="N", help="generate N synthetic DICOM patients and use them")
     p.add_argument("--out", default="medssl-demo", help="output folder (default: medssl-demo)")
     p.add_argument("--budgets", help="comma-separated label budgets (counts or fractions); default: scaled to the data")
-    p.add_argument("--seeds", default="0,1", help="comma-separated seeds for the labeled subsets (default: 0,1)")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds for the labeled subsets (default: 0,1,2)")
     p.add_argument("--size", type=int, default=128, help="cache image size in pixels (default: 128)")
     p.add_argument("--input-size", type=int, default=64, help="network input size in pixels (default: 64)")
     p.add_argument("--arch", default="resnet18", help="encoder architecture (default: resnet18)")
-    p.add_argument("--pretrain-epochs", type=int, default=4, help="pretraining epochs per method (default: 4)")
-    p.add_argument("--finetune-epochs", type=int, default=5, help="fine-tuning epochs per cell (default: 5)")
-    p.add_argument("--methods", default="mocov2-micle,simclr",
-                   help="pretraining runs, each METHOD[-micle] (default: mocov2-micle,simclr)")
-    p.add_argument("--modes", default="linear,full", help="fine-tuning modes (default: linear,full)")
+    p.add_argument("--pretrain-epochs", default="auto",
+                   help="pretraining epochs per method; auto (default): enough for trainer.min_samples "
+                        f"({DEMO_MIN_SAMPLES:,}) two-view samples")
+    p.add_argument("--time-budget", type=float, metavar="MIN",
+                   help="minutes per pretraining run: epochs set from a measured step time (overrides auto)")
+    p.add_argument("--pretrain-seeds", default="0",
+                   help="comma-separated seeds; each method is pretrained once per seed, so the report measures "
+                        "init variance (default: 0)")
+    p.add_argument("--finetune-epochs", type=int, default=DEMO_FINETUNE_EPOCHS,
+                   help=f"full fine-tuning epochs per learning-rate trial (default: {DEMO_FINETUNE_EPOCHS})")
+    p.add_argument("--methods", default=DEMO_METHODS,
+                   help=f"pretraining runs, each METHOD[-micle] (default: {DEMO_METHODS})")
+    p.add_argument("--modes", default="linear,knn,full",
+                   help="fine-tuning modes: linear (logistic probe), knn, full (default: all three)")
     p.add_argument("--keep-ids", action="store_true", help="do not pseudonymise patient ids (not recommended)")
     add_config_args(p, config_help="optional YAML applied before the demo's own settings (--set values win over both)")
     p.set_defaults(func=run)
@@ -81,17 +93,23 @@ def demo_budgets(n_train: int) -> list[int]:
     return fitting[-3:]
 
 
-#: MoCo v2's reference learning rate (He et al.: 0.03 for batch 256), not scaled down to the demo's batch
-#: of 64: the demo trains ~45 steps, and on the embedded data (mean test AUC, 2 seeds, budgets
-#: 100/250/500) 0.03 beat the linearly scaled 0.0075 (full fine-tuning 0.723/0.812/0.863 vs
-#: 0.685/0.788/0.861, linear 0.735/0.806/0.840 vs 0.674/0.748/0.803) without collapse (feat_std 0.022).
-#: SimCLR's 0.06 is too high for MoCo v2 (feat_std 0.016 and falling; 0.12 trips the collapse warning).
-MOCO_LR = 0.03
+#: Per-method pretraining settings of the demo (batch 64, 64 px, ~20k two-view samples).
+#: MoCo v2 at its reference lr 0.03 (He et al.; 0.06 drives it towards collapse on this data), a
+#: faster key-encoder EMA than ImageNet's 0.999 because the run is a few hundred steps; SimCLR and
+#: BYOL at 0.06 with SGD + cosine; the EMA of BYOL's target ramps from 0.99 to 1.
+METHOD_SETTINGS = {
+    "mocov2": ["optim.lr=0.03", "ssl.momentum=0.99"],
+    "simclr": ["optim.lr=0.06"],
+    "byol": ["optim.lr=0.06", "ssl.momentum=0.99"],
+}
 DEMO_BATCH = 64
+DEMO_MIN_SAMPLES = 20_000
+DEMO_FINETUNE_EPOCHS = 8
+DEMO_METHODS = "simclr,mocov2-micle"
 
 
-def _method_lr(method: str) -> list[str]:
-    return [f"optim.lr={MOCO_LR:g}"] if method == "mocov2" else []
+def method_settings(method: str) -> list[str]:
+    return list(METHOD_SETTINGS.get(method, []))
 
 
 def _csv_ints(text: str) -> list[int]:
@@ -116,6 +134,7 @@ def run(args) -> int:
     seeds = _csv_ints(args.seeds)
     log.info("demo: %d training images; budgets %s; seeds %s", n_train, budgets, seeds)
 
+    pretrain_seeds = _csv_ints(args.pretrain_seeds)
     base = [
         f"data.manifest={split_path}",
         f"cache.dir={out / f'cache-{args.size}'}",
@@ -128,24 +147,34 @@ def run(args) -> int:
         f"study.seeds={seeds}",
         f"study.modes=[{args.modes}]",
     ]
+    # Pretraining uses every image outside the test split (train + val; labels are never read):
+    # the unlabelled archive of the demo, as a hospital's would be larger than its labelled set.
     demo_defaults = [
         f"trainer.batch_size={DEMO_BATCH}", "trainer.num_workers=0", "trainer.devices=1", "trainer.log_every_n_steps=5",
-        "trainer.progress_bar=false", "ssl.queue_size=256", "ssl.momentum=0.99", "ssl.proj_hidden=512",
-        "optim.lr=0.06", "optim.warmup_epochs=0.5", "finetune.batch_size=64", "evaluate.bootstrap=500",
+        "trainer.progress_bar=false", "ssl.proj_hidden=512", "optim.warmup_epochs=1",
+        f"trainer.min_samples={DEMO_MIN_SAMPLES}", "data.pretrain_splits=[train, val]",
+        "finetune.batch_size=64", "finetune.lr_grid=[0.001, 0.003]", "evaluate.bootstrap=500",
     ]
-    inits = {"random": "random"}
+    epochs = [f"trainer.max_epochs={args.pretrain_epochs}"]
+    if args.time_budget:
+        epochs.append(f"trainer.time_budget_min={args.time_budget}")
+    inits: dict = {"random": "random"}
     for run_name in [m for m in args.methods.split(",") if m]:
         method, _, pairs = run_name.partition("-")
-        cfg = load_config(args.config, demo_defaults + base + [
-            f"ssl.method={method}", f"ssl.pairs={pairs or 'instance'}", *_method_lr(method),
-            f"trainer.max_epochs={args.pretrain_epochs}", f"trainer.output_dir={out / 'pretrain' / run_name}",
-        ] + list(args.overrides))
-        inits[run_name] = str(_pretrain(cfg, run_name))
+        runs = []
+        for ps in pretrain_seeds:
+            folder = run_name if ps == pretrain_seeds[0] else f"{run_name}-seed{ps}"
+            cfg = load_config(args.config, demo_defaults + base + [
+                f"ssl.method={method}", f"ssl.pairs={pairs or 'instance'}", *method_settings(method), *epochs,
+                f"trainer.seed={ps}", f"trainer.output_dir={out / 'pretrain' / folder}",
+            ] + list(args.overrides))
+            runs.append(str(_pretrain(cfg, folder)))
+        inits[run_name] = runs if len(runs) > 1 else runs[0]
     cfg = load_config(args.config, demo_defaults + base + [f"study.inits={inits}"] + list(args.overrides))
     from medssl.study import run_study
 
     results, report = run_study(cfg, data_notes=notes)
-    _print_headline(results)
+    _print_headline(report)
     print(f"\nmedssl demo: done in {time.perf_counter() - t0:.0f} s")
     print(f"medssl demo: report   {report}")
     print(f"medssl demo: results  {report.parent / 'results.csv'}")
@@ -231,14 +260,23 @@ def _pretrain(cfg, run_name):
         print(f"medssl demo: pretraining {run_name}: already done ({encoder})")
         return encoder
     ensure_cache(cfg, load(cfg.data.manifest))
-    print(f"medssl demo: pretraining {run_name} ({cfg.ssl.method}, {cfg.ssl.pairs} pairs, "
-          f"{cfg.trainer.max_epochs} epochs)")
+    what = (f"{cfg.trainer.time_budget_min:g} min" if cfg.trainer.time_budget_min else
+            f"{cfg.trainer.max_epochs} epochs" if cfg.trainer.max_epochs != "auto" else
+            f"auto epochs for {cfg.trainer.min_samples:,} samples")
+    print(f"medssl demo: pretraining {run_name} ({cfg.ssl.method}, {cfg.ssl.pairs} pairs, {what})")
     result = run_pretrain(cfg, resume=AUTO)
     return result.encoder
 
 
-def _print_headline(results):
-    from medssl.study.report import headline_table
+def _print_headline(report):
+    """Print the study's summary and paired tables (from summary.csv / paired.csv beside the report)."""
+    import pandas as pd
 
-    print("\nmean test AUC [95% CI] by init, mode and labeled images (mean over seeds):\n")
-    print(headline_table(results))
+    from medssl.study.report import headline_table, paired_table
+
+    summary = pd.read_csv(report.parent / "summary.csv", dtype={"budget": str})
+    paired = pd.read_csv(report.parent / "paired.csv", dtype={"budget": str})
+    print("\nmean test AUC [95% CI incl. label-subset variance] by init, mode and labeled images:\n")
+    print(headline_table(summary))
+    print("\npretrained init minus random init, paired over test patients and label subsets [95% CI], p:\n")
+    print(paired_table(paired))

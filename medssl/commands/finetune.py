@@ -12,16 +12,18 @@ EXAMPLES = """examples:
 
 Needs a split manifest (data.manifest, from `medssl split`), its budgets table (data.budgets, default
 <manifest stem>.budgets.csv) when --budget is given, and the decoded cache (cache.dir, from `medssl cache`).
-The epoch is selected on the validation mean AUC; the test split is predicted only after selection.
+Hyperparameters (C, k, or learning rate and epoch) are selected on the labelled val subset
+(study.val_labels: by default no more val images than training labels); the test split is
+predicted only after selection.
 Writes OUT/best.pt, history.json, val_predictions.csv, predictions.csv (test), metrics.json, roc.png
-and result.json; linear probes cache encoder features under finetune.feature_dir (default OUT/features)."""
+and result.json; probes (linear, knn) cache encoder features under finetune.feature_dir (default OUT/features)."""
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "finetune", help="linear probe or full fine-tuning on a labeled budget; test metrics with CIs",
+        "finetune", help="logistic or kNN probe, or full fine-tuning, on a labeled budget; test metrics with CIs",
         description="Train a multi-label classifier on one labeled subset (budget, seed) from a random or "
-                    "pretrained encoder, select the epoch on validation AUC, then predict and evaluate the test split.",
+                    "pretrained encoder, select its hyperparameters on validation AUC, then predict and evaluate the test split.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     from medssl.commands.common import add_config_args
 
@@ -29,9 +31,10 @@ def register(subparsers) -> None:
     p.add_argument("--init", default=None,
                    help="'random' or a weights file: medssl checkpoint, exported backbone or plain MONAI state "
                         "dict (default finetune.init)")
-    p.add_argument("--mode", choices=("linear", "full"), default=None,
-                   help="linear: frozen encoder, head on cached features; full: train everything "
-                        "(default finetune.mode)")
+    p.add_argument("--mode", choices=("linear", "knn", "full"), default=None,
+                   help="linear: L2 logistic regression on frozen features (C chosen on val); knn: cosine kNN "
+                        "on frozen features (k chosen on val); full: train everything, one run per "
+                        "finetune.lr_grid value (default finetune.mode)")
     p.add_argument("--budget", default=None,
                    help="labeled training images: a count (250) or fraction (0.01 or 1%%); default "
                         "finetune.budget, else all training images")
@@ -87,8 +90,8 @@ def run(args) -> int:
     result = finetune_cell(cfg, manifest_df=manifest, images=images, budgets_df=budgets, init=init, mode=mode,
                            budget=budget, seed=seed, out_dir=args.out, augment=augment)
     atomic.write_json(Path(args.out) / "result.json", json_safe(result))
-    print(f"{mode} from {init}: {result['n_labeled']} labeled images, best epoch {result['best_epoch']} "
-          f"({result['val_score_name']} {result['val_score']:.4f})")
+    print(f"{mode} from {init}: {result['n_labeled']} labeled training + {result['n_val_labeled']} labelled val "
+          f"images; selected {result['selected']} ({result['val_score_name']} {result['val_score']:.4f})")
     print(f"test mean AUC {result['mean_auc']:.4f} [{result['mean_auc_ci_low']:.4f}, "
           f"{result['mean_auc_ci_high']:.4f}]  ->  {args.out}")
     return 0

@@ -10,9 +10,12 @@ EXAMPLES = """examples:
   medssl pretrain -c configs/chexpert_mocov2_r18.yaml --set trainer.output_dir=runs/moco --resume
   medssl pretrain -c configs/chexpert_mocov2_r18.yaml --resume runs/moco/checkpoints/last.ckpt
   medssl pretrain -c configs/chexpert_mocov2_r18.yaml --resume auto    # SLURM requeue / preemptible jobs
+  medssl pretrain -c configs/demo.yaml --time-budget 10                  # epochs that fit into 10 minutes here
   torchrun --nproc_per_node 4 -m medssl.cli pretrain -c configs/chexpert_mocov2_r18.yaml --set trainer.devices=4
 
-Reads data.manifest (train split only; label columns are never read) and the decoded cache at
+Reads data.manifest (train split, plus val with data.pretrain_splits [train, val]; label columns are
+never read). trainer.max_epochs auto (the default) trains for trainer.min_samples two-view samples;
+ssl.queue_size auto sizes the MoCo queue to the data; both are resolved once and saved. and the decoded cache at
 cache.dir (default <manifest dir>/cache-<cache.size>). A missing cache is built first on a single
 process; under torchrun/SLURM build it beforehand with `medssl cache`. Outputs go to
 trainer.output_dir: checkpoints/last.ckpt (every trainer.checkpoint_every_n_steps steps and each
@@ -32,6 +35,9 @@ def register(subparsers) -> None:
                    help="continue a run: from CKPT, or without a value from <trainer.output_dir>/checkpoints/last.ckpt "
                         "(an error if there is none); `auto` continues from last.ckpt when it exists and starts "
                         "fresh otherwise (for requeued jobs; a checkpoint file named auto: ./auto)")
+    p.add_argument("--time-budget", type=float, metavar="MIN", default=None,
+                   help="train for about MIN minutes: the epochs are set from a step time measured on this machine "
+                        "(trainer.time_budget_min; an integer trainer.max_epochs is then an upper bound)")
     p.set_defaults(func=run)
 
 
@@ -41,6 +47,8 @@ def run(args) -> int:
     from medssl.ssl.train import run_dirs
 
     cfg = load_from_args(args)
+    if args.time_budget is not None:
+        cfg.trainer.time_budget_min = args.time_budget
     if not cfg.data.manifest:
         raise ConfigError("data.manifest is not set; pass --config with a data.manifest or --set data.manifest=PATH")
     dirs = run_dirs(cfg.trainer.output_dir)

@@ -1,21 +1,19 @@
-"""Linear probes on precomputed features: encode each image once, train the head on features.
+"""Frozen-encoder features for the probes: encode each image once, keep the features on disk.
 
 `FeatureStore` keeps features on disk per (encoder fingerprint, split) so a study encodes each split
 once per init and reuses it across budgets and seeds; it holds the union of the rows asked for so
 far (nested budgets make that the largest budget) and computes only missing rows. The frozen encoder
 runs in eval mode (BatchNorm uses its running statistics), without augmentation.
 
-The head is trained in plain torch on the feature tensors (no Lightning: an epoch over 10k feature
-vectors takes milliseconds, and the Trainer's per-epoch overhead would dominate).
+The probes themselves (logistic regression, kNN) live in `medssl.finetune.probe`; the fitted linear
+probe is exported as a `StandardizedLinear` head (standardisation buffers + one linear layer).
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -24,8 +22,7 @@ import torch
 from torch import nn
 
 from medssl import atomic
-from medssl.finetune.data import LabeledSet, image_batch, resize_batch, val_selection_score
-from medssl.finetune.module import masked_bce
+from medssl.finetune.data import image_batch, resize_batch
 
 log = logging.getLogger(__name__)
 
@@ -138,15 +135,6 @@ class StandardizedLinear(nn.Module):
         return self.linear((feats - self.mean) / self.std)
 
 
-@dataclass
-class ProbeResult:
-    head: StandardizedLinear
-    best_epoch: int
-    best_score: float
-    score_name: str
-    history: list = field(default_factory=list)
-
-
 def predict_head(head: nn.Module, feats: np.ndarray, device="cpu", batch_size: int = 4096) -> np.ndarray:
     """Sigmoid probabilities (N, C) float64 of a head on features."""
     head = head.to(device).eval()
@@ -155,55 +143,3 @@ def predict_head(head: nn.Module, feats: np.ndarray, device="cpu", batch_size: i
         for s in range(0, len(feats), batch_size):
             out.append(torch.sigmoid(head(torch.from_numpy(feats[s:s + batch_size]).to(device))).double().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, head.out_features))
-
-
-def fit_linear_probe(train_feats: np.ndarray, train: LabeledSet, val_feats: np.ndarray, val: LabeledSet,
-                     labels: Sequence[str], *, tasks: Sequence[str] | None = None, epochs: int = 30,
-                     lr: float = 1e-3, weight_decay: float = 1e-4, batch_size: int = 64, seed: int = 0,
-                     pos_weight: np.ndarray | None = None, device: str = "cpu") -> ProbeResult:
-    """Train a linear multi-label head on features with masked BCE; keep the epoch with the best val score.
-
-    Only train and val data come in: the test split is predicted by the caller after selection.
-    Deterministic for a given seed (head init and batch order come from one seeded generator).
-    """
-    gen = torch.Generator().manual_seed(int(seed))
-    torch.manual_seed(int(seed))
-    mean = train_feats.mean(axis=0)
-    std = train_feats.std(axis=0) + 1e-6 * (np.abs(mean) + 1.0)  # constant features stay finite
-    head = StandardizedLinear(mean, std, len(labels))
-    with torch.no_grad():  # initialise from the seeded generator, independent of global RNG state
-        bound = 1.0 / np.sqrt(train_feats.shape[1])
-        head.linear.weight.uniform_(-bound, bound, generator=gen)
-        head.linear.bias.zero_()
-    head.to(device)
-    x = torch.from_numpy(train_feats).to(device)
-    t = torch.from_numpy(train.targets).to(device)
-    m = torch.from_numpy(train.mask).to(device)
-    pw = torch.from_numpy(pos_weight).to(device) if pos_weight is not None else None
-    vx = torch.from_numpy(val_feats).to(device)
-    vt = torch.from_numpy(val.targets).to(device)
-    vm = torch.from_numpy(val.mask).to(device)
-    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
-    best = ProbeResult(copy.deepcopy(head), -1, -np.inf, "")
-    for epoch in range(epochs):
-        head.train()
-        perm = torch.randperm(len(x), generator=gen).to(device)
-        total = 0.0
-        for s in range(0, len(x), batch_size):
-            idx = perm[s:s + batch_size]
-            loss = masked_bce(head(x[idx]), t[idx], m[idx], pw)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-        head.eval()
-        with torch.inference_mode():
-            v_logits = head(vx)
-            v_loss = float(masked_bce(v_logits, vt, vm, pw))
-            v_probs = torch.sigmoid(v_logits).double().cpu().numpy()
-        score, name = val_selection_score(val, v_probs, labels, tasks, v_loss)
-        best.history.append({"epoch": epoch, "train_loss": total / max(len(x), 1), "val_loss": v_loss, name: score})
-        if score > best.best_score:  # strict: ties keep the earlier epoch
-            best.head, best.best_epoch, best.best_score, best.score_name = copy.deepcopy(head), epoch, score, name
-    best.head = best.head.cpu()
-    return best

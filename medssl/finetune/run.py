@@ -2,8 +2,14 @@
 
 `finetune_cell` is what `medssl finetune` and the study runner call. The order is fixed and is
 what keeps the test split honest:
-  1. build the labeled TRAIN subset and the VAL set (the only data `_fit_linear`/`_fit_full` get),
-  2. train, selecting the epoch with the best validation score (mean val AUC),
+  1. build the labeled TRAIN subset and the labelled VAL subset (`study.val_labels`: by default no
+     more val images than training labels, whole patients, nested per seed) - the only data the
+     fitting functions get,
+  2. fit and select on val: the probes ("linear": L2 logistic regression, "knn": cosine kNN, see
+     `medssl.finetune.probe`) choose C / k per label; "full" fine-tuning trains one run per learning
+     rate of `finetune.lr_grid` (the same number of trials for every init; encoder lr multiplier 1.0
+     for a random init, `finetune.encoder_lr_mult` for pretrained ones) and keeps the (trial, epoch)
+     with the best val score (mean val AUC),
   3. only then build the TEST set and predict it with the selected weights, and evaluate.
 
 Randomness: the encoder of a "random" init is drawn from `cfg.seed` (one random network per study,
@@ -25,12 +31,12 @@ import torch
 from medssl import atomic
 from medssl.config import Config
 from medssl.errors import CheckpointError, ConfigError
+from medssl.finetune import MODES, PROBE_MODES  # noqa: F401  (MODES re-exported)
 from medssl.finetune import data as fd
 from medssl.finetune.labels import pos_weight as class_pos_weight
 
 log = logging.getLogger(__name__)
 
-MODES = ("linear", "full")
 
 
 def _device(cfg: Config) -> str:
@@ -98,22 +104,50 @@ def images_fingerprint(images) -> str | None:
 
 
 # ----------------------------------------------------------------------------- fitting (train + val only)
-def _fit_linear(cfg, encoder, images, train: fd.LabeledSet, val: fd.LabeledSet, labels, tasks, seed,
-                store, device):
-    """Linear probe on frozen features; returns (ProbeResult, feature getter for later splits)."""
-    from medssl.finetune.features import encode, fit_linear_probe
+def labeled_val_rows(cfg: Config, manifest_df: pd.DataFrame, labels, n_train_labeled: int, seed: int) -> np.ndarray:
+    """Manifest positions of the labelled val subset for a cell with `n_train_labeled` training labels."""
+    from medssl.splits import val_label_count, val_label_subset
+
+    val = fd.split_rows(manifest_df, "val")
+    n = val_label_count(cfg.study.val_labels, n_train_labeled, len(val))
+    if n >= len(val):
+        return val
+    keep = set(val_label_subset(manifest_df, n, seed, labels=labels))
+    return val[np.isin(manifest_df["path"].astype(str).to_numpy()[val], list(keep))]
+
+
+def feature_getter(cfg: Config, encoder, images, store, device) -> Callable[[str, np.ndarray], np.ndarray]:
+    """(split, rows) -> frozen features, from the feature store when there is one."""
+    from medssl.finetune.features import encode
 
     def features(split: str, rows: np.ndarray) -> np.ndarray:
         compute = lambda r: encode(encoder, images, r, batch_size=cfg.finetune.batch_size,  # noqa: E731
                                    input_size=cfg.model.input_size, device=device)
         return store.get(split, rows, compute) if store is not None else compute(rows)
+    return features
+
+
+def _fit_probe(cfg, mode, features, train: fd.LabeledSet, val: fd.LabeledSet, labels, tasks):
+    """Logistic ("linear") or kNN probe on frozen features; returns a medssl.finetune.probe.ProbeFit."""
+    from medssl.finetune.probe import fit_knn_probe, fit_linear_probe
 
     ft = cfg.finetune
-    pw = class_pos_weight(train.targets, train.mask) if ft.class_weights else None
-    result = fit_linear_probe(features("train", train.rows), train, features("val", val.rows), val, labels,
-                              tasks=tasks, epochs=ft.epochs, lr=ft.lr, weight_decay=ft.weight_decay,
-                              batch_size=ft.batch_size, seed=seed, pos_weight=pw, device=device)
-    return result, features
+    xt, xv = features("train", train.rows), features("val", val.rows)
+    if mode == "linear":
+        return fit_linear_probe(xt, train, xv, val, labels, tasks=tasks, Cs=ft.probe_Cs, class_weights=ft.class_weights)
+    return fit_knn_probe(xt, train, xv, val, labels, tasks=tasks, ks=ft.knn_ks)
+
+
+def full_trials(cfg: Config, init: str) -> list[dict]:
+    """The hyperparameter trials of full fine-tuning for `init`: one per finetune.lr_grid value.
+
+    Every init gets the same number of trials. The encoder's lr multiplier is 1.0 for a random init
+    (a lower encoder lr only slows a network that has nothing to preserve) and finetune.encoder_lr_mult
+    for a pretrained one.
+    """
+    ft = cfg.finetune
+    mult = 1.0 if init == "random" else float(ft.encoder_lr_mult)
+    return [{"lr": float(lr), "encoder_lr_mult": mult} for lr in (ft.lr_grid or [ft.lr])]
 
 
 def _loader(images, labeled: fd.LabeledSet, cfg: Config, *, shuffle: bool, seed: int):
@@ -127,8 +161,9 @@ def _loader(images, labeled: fd.LabeledSet, cfg: Config, *, shuffle: bool, seed:
                       num_workers=workers, persistent_workers=workers > 0)
 
 
-def _fit_full(cfg, encoder, images, train: fd.LabeledSet, val: fd.LabeledSet, labels, tasks, seed, augment):
-    """End-to-end fine-tuning with Lightning; returns the FinetuneModule (best weights inside)."""
+def _fit_full(cfg, encoder, images, train: fd.LabeledSet, val: fd.LabeledSet, labels, tasks, seed, augment,
+              *, lr: float, encoder_lr_mult: float):
+    """End-to-end fine-tuning with Lightning at one learning rate; returns the FinetuneModule (best epoch inside)."""
     import lightning.pytorch as pl
 
     from medssl.finetune.module import Classifier, FinetuneModule
@@ -136,7 +171,7 @@ def _fit_full(cfg, encoder, images, train: fd.LabeledSet, val: fd.LabeledSet, la
     ft = cfg.finetune
     pl.seed_everything(int(seed), workers=True, verbose=False)
     model = Classifier(encoder, len(labels), cfg.model.input_size)
-    module = FinetuneModule(model, val, labels, lr=ft.lr, encoder_lr_mult=ft.encoder_lr_mult,
+    module = FinetuneModule(model, val, labels, lr=lr, encoder_lr_mult=encoder_lr_mult,
                             weight_decay=ft.weight_decay, epochs=ft.epochs, tasks=tasks,
                             pos_weight=class_pos_weight(train.targets, train.mask) if ft.class_weights else None,
                             augment=augment, seed=seed)
@@ -148,6 +183,22 @@ def _fit_full(cfg, encoder, images, train: fd.LabeledSet, val: fd.LabeledSet, la
     trainer.fit(module, _loader(images, train, cfg, shuffle=True, seed=seed),
                 _loader(images, val, cfg, shuffle=False, seed=seed))
     return module
+
+
+def _fit_full_search(cfg, init, images, train, val, labels, tasks, seed, augment):
+    """One full fine-tuning run per trial of `full_trials`, each from a fresh copy of the init encoder;
+    returns (best module, the chosen trial, per-trial history). Ties keep the earlier trial."""
+    best, best_trial, trials = None, None, []
+    for trial in full_trials(cfg, init):
+        module = _fit_full(cfg, build_init_encoder(cfg, init), images, train, val, labels, tasks, seed, augment,
+                           **trial)
+        trials.append({**trial, "best_epoch": module.best_epoch, "val_score": module.best_score,
+                       "epochs": module.history})
+        log.info("full fine-tuning lr %.2g (encoder x%.2g): best epoch %d, %s %.4f", trial["lr"],
+                 trial["encoder_lr_mult"], module.best_epoch, module.score_name, module.best_score)
+        if best is None or module.best_score > best.best_score:
+            best, best_trial = module, trial
+    return best, best_trial, trials
 
 
 @torch.inference_mode()
@@ -173,15 +224,18 @@ def finetune_cell(cfg: Config, *, manifest_df: pd.DataFrame, images, budgets_df:
     manifest_df: the split manifest (`split` column; patient ids already pseudonymised), row i
       matching images[i]. images: image source (see medssl.finetune.data). budgets_df: the budgets
       table (`path, budget, seed`); budget None trains on every train row.
-    init: "random" or a weights file; mode: "linear" (frozen encoder, features cached under
-      feature_dir, default cfg.finetune.feature_dir or out_dir/features) or "full".
-    augment: callable (x, generator) -> x for full fine-tuning batches (None: no augmentation).
+    init: "random" or a weights file; mode: "linear" (logistic probe) or "knn" on frozen features
+      cached under feature_dir (default cfg.finetune.feature_dir or out_dir/features), or "full".
+    augment: callable (x, generator, boxes) -> x for full fine-tuning batches (None: no augmentation).
     Writes: best.pt (selected weights), history.json, val_predictions.csv, predictions.csv (test),
-      metrics.json and roc.png. Returns n_labeled, best_epoch, val_score(+_name), mean_auc with CI,
+      metrics.json and roc.png. Returns n_labeled, n_val_labeled, n_labels_total, best_epoch
+      (-1 for probes), selected (the chosen hyperparameters), val_score(+_name), mean_auc with CI,
       auc_<label> for every label, and the artefact paths.
     """
     if mode not in MODES:
         raise ConfigError(f"finetune.mode: {mode!r} is not allowed; choose one of {list(MODES)}")
+    import json
+
     from medssl.evaluate import write_evaluation
     from medssl.evaluate.metrics import predictions_frame
 
@@ -195,17 +249,17 @@ def finetune_cell(cfg: Config, *, manifest_df: pd.DataFrame, images, budgets_df:
     make = lambda rows, name: fd.make_set(manifest_df, rows, labels, name,  # noqa: E731
                                           uncertainty=ft.uncertainty, blank=ft.blank)
 
-    # 1. train + val only
+    # 1. train + labelled val only
     train = make(fd.labeled_train_rows(manifest_df, budgets_df, budget, seed), "train")
-    val = make(fd.split_rows(manifest_df, "val"), "val")
-    encoder = build_init_encoder(cfg, init)
-    log.info("cell init=%s mode=%s budget=%s seed=%d: %d labeled train images, %d val images",
+    val = make(labeled_val_rows(cfg, manifest_df, labels, len(train), seed), "val")
+    log.info("cell init=%s mode=%s budget=%s seed=%d: %d labeled train images, %d labelled val images",
              init, mode, budget, seed, len(train), len(val))
 
     # 2. fit and select on val
-    if mode == "linear":
-        from medssl.finetune.features import FeatureStore, feature_key, predict_head
+    if mode in PROBE_MODES:
+        from medssl.finetune.features import FeatureStore, feature_key
 
+        encoder = build_init_encoder(cfg, init)
         store = None
         if ft.precompute_features:
             key, desc = feature_key(arch=cfg.model.arch, in_channels=cfg.model.in_channels,
@@ -213,16 +267,24 @@ def finetune_cell(cfg: Config, *, manifest_df: pd.DataFrame, images, budgets_df:
                                     manifest_paths=manifest_df["path"].astype(str).tolist(),
                                     images_fingerprint=images_fingerprint(images))
             store = FeatureStore(feature_dir or ft.feature_dir or out_dir / "features", key, desc)
-        probe, features = _fit_linear(cfg, encoder, images, train, val, labels, tasks, seed, store, device)
-        best_epoch, score, score_name, history = probe.best_epoch, probe.best_score, probe.score_name, probe.history
-        checkpoint = {"head": probe.head.state_dict(), "init": str(init)}
-        val_probs = predict_head(probe.head, features("val", val.rows), device)
-        predict = lambda s: predict_head(probe.head, features("test", s.rows), device)  # noqa: E731
+        features = feature_getter(cfg, encoder, images, store, device)
+        probe = _fit_probe(cfg, mode, features, train, val, labels, tasks)
+        best_epoch, score, score_name, selected = -1, probe.val_score, probe.score_name, probe.selected
+        history = probe.history
+        if mode == "linear":
+            checkpoint = {"head": probe.head().state_dict()}
+        else:
+            checkpoint = {"knn": {k: torch.as_tensor(np.asarray(v)) for k, v in probe.state.items()}}
+        checkpoint.update(init=str(init), selected=json.dumps(selected))
+        val_probs = probe.predict(features("val", val.rows))
+        predict = lambda s: probe.predict(features("test", s.rows))  # noqa: E731
     else:
-        module = _fit_full(cfg, encoder, images, train, val, labels, tasks, seed, augment)
-        best_epoch, score, score_name, history = module.best_epoch, module.best_score, module.score_name, module.history
+        module, trial, trials = _fit_full_search(cfg, init, images, train, val, labels, tasks, seed, augment)
+        best_epoch, score, score_name = module.best_epoch, module.best_score, module.score_name
+        selected, history = {**trial, "epoch": module.best_epoch}, trials
         model = module.best_model()
-        checkpoint = {"encoder": model.encoder.net.state_dict(), "head": model.head.state_dict(), "init": str(init)}
+        checkpoint = {"encoder": model.encoder.net.state_dict(), "head": model.head.state_dict(), "init": str(init),
+                      "selected": json.dumps(selected)}
         val_probs = predict_images(model, images, val, batch_size=ft.batch_size, device=device)
         predict = lambda s: predict_images(model, images, s, batch_size=ft.batch_size, device=device)  # noqa: E731
     checkpoint.update(arch=cfg.model.arch, in_channels=cfg.model.in_channels, input_size=cfg.model.input_size,
@@ -230,7 +292,8 @@ def finetune_cell(cfg: Config, *, manifest_df: pd.DataFrame, images, budgets_df:
     ckpt_path = out_dir / "best.pt"
     with atomic.atomic_path(ckpt_path) as tmp:
         torch.save(checkpoint, tmp)
-    atomic.write_json(out_dir / "history.json", {"selection": score_name, "best_epoch": best_epoch, "epochs": history})
+    atomic.write_json(out_dir / "history.json", {"selection": score_name, "selected": selected,
+                                                 "best_epoch": best_epoch, "history": history})
     atomic.write_table(out_dir / "val_predictions.csv",
                        predictions_frame(val.paths, val.patient_ids, labels, val_probs, val.labels_raw))
 
@@ -241,13 +304,15 @@ def finetune_cell(cfg: Config, *, manifest_df: pd.DataFrame, images, budgets_df:
     ev = cfg.evaluate
     metrics = write_evaluation(test_df, out_dir, tasks=tasks, n_bootstrap=ev.bootstrap, ci=ev.ci, seed=ev.seed)
     result = {
-        "n_labeled": len(train), "best_epoch": int(best_epoch), "val_score": float(score), "val_score_name": score_name,
+        "n_labeled": len(train), "n_val_labeled": len(val), "n_labels_total": len(train) + len(val),
+        "best_epoch": int(best_epoch), "selected": json.dumps(selected), "val_score": float(score),
+        "val_score_name": score_name,
         "mean_auc": metrics["mean_auc"], "mean_auc_ci_low": metrics["mean_auc_ci_low"],
         "mean_auc_ci_high": metrics["mean_auc_ci_high"],
         **{f"auc_{lbl}": metrics["classes"][lbl]["auc"] for lbl in labels},
         "checkpoint": str(ckpt_path), "predictions": str(pred_path), "metrics": str(out_dir / "metrics.json"),
         "train_seconds": round(time.perf_counter() - t0, 2),
     }
-    log.info("cell done: best epoch %d (%s %.4f), test mean AUC %.4f [%.4f, %.4f]", best_epoch, score_name, score,
-             result["mean_auc"], result["mean_auc_ci_low"], result["mean_auc_ci_high"])
+    log.info("cell done: selected %s (%s %.4f), test mean AUC %.4f [%.4f, %.4f]", result["selected"], score_name,
+             score, result["mean_auc"], result["mean_auc_ci_low"], result["mean_auc_ci_high"])
     return result

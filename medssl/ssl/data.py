@@ -77,19 +77,24 @@ def read_label_free(path, *, data_root=None) -> pd.DataFrame:
     return df
 
 
-def train_rows(df: pd.DataFrame, *, views: Optional[list[str]] = None, source: str = "manifest") -> np.ndarray:
-    """Row positions (into `df`) that pretraining may use: split == train (and `views` if given)."""
+def train_rows(df: pd.DataFrame, *, views: Optional[list[str]] = None, source: str = "manifest",
+               splits: tuple[str, ...] | list[str] = (TRAIN_SPLIT,)) -> np.ndarray:
+    """Row positions (into `df`) that pretraining may use: split in `splits` (default train only;
+    `data.pretrain_splits` may add val, whose labels pretraining never reads) and `views` if given.
+    The test split is never allowed."""
     if "split" not in df.columns:
         raise ManifestError(f"{source} has no `split` column; pretraining uses only the train split so that "
                             "val/test images stay unseen. Run `medssl split MANIFEST --out MANIFEST_SPLIT` and "
                             "set data.manifest to its output")
-    mask = df["split"].astype("str").eq(TRAIN_SPLIT).to_numpy()
+    if "test" in splits:
+        raise ManifestError("data.pretrain_splits must not contain 'test': test images stay unseen until evaluation")
+    mask = df["split"].astype("str").isin(list(splits)).to_numpy()
     if views:
         mask &= df["view"].astype("str").str.upper().isin([v.upper() for v in views]).to_numpy()
     rows = np.flatnonzero(mask)
     if len(rows) == 0:
-        raise ManifestError(f"{source} has no train rows" + (f" with views {views}" if views else "") +
-                            "; check the `split` column and data.views")
+        raise ManifestError(f"{source} has no rows in split(s) {list(splits)}" + (f" with views {views}" if views else "")
+                            + "; check the `split` column, data.pretrain_splits and data.views")
     return rows
 
 
@@ -327,6 +332,7 @@ class PretrainDataModule(pl.LightningDataModule):
         self.policy = None
         self.monitor: Optional[MonitorSet] = None
         self.n_patients = 0
+        self.n_images = 0
         self._generators: dict = {}
         self._where: Optional[str] = None
 
@@ -340,9 +346,11 @@ class PretrainDataModule(pl.LightningDataModule):
             cfg.data.manifest, data_root=cfg.data.data_root)
         # Enforce "labels are never read": whatever frame we were given, drop its label columns.
         df = df.drop(columns=label_columns(df.columns))
-        rows = train_rows(df, views=cfg.data.views, source=str(cfg.data.manifest or "manifest"))
+        rows = train_rows(df, views=cfg.data.views, source=str(cfg.data.manifest or "manifest"),
+                          splits=cfg.data.pretrain_splits)
         train = df.iloc[rows].reset_index(drop=True)
         self.n_patients = int(train["patient_id"].nunique())
+        self.n_images = len(train)
         self.images = open_images(cfg, df, rows)
         from medssl.pairs import PairSampler
         self.sampler = PairSampler(train, mode=cfg.ssl.pairs, scope=cfg.ssl.pair_scope, views=cfg.ssl.pair_views,
@@ -351,7 +359,8 @@ class PretrainDataModule(pl.LightningDataModule):
         if cfg.ssl.monitor_every_n_epochs > 0 and cfg.data.manifest and self._manifest is None:
             self.monitor = monitor_set(cfg.data.manifest, df, lambda r: open_images(cfg, df, r),
                                        max_images=cfg.ssl.monitor_max_images, seed=cfg.trainer.seed)
-        log.info("pretraining on %d train images of %d patients", len(train), self.n_patients)
+        log.info("pretraining on %d images (splits %s) of %d patients", len(train), "+".join(cfg.data.pretrain_splits),
+                 self.n_patients)
 
     def setup(self, stage: Optional[str] = None) -> None:
         self.prepare()

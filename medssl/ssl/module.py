@@ -42,6 +42,12 @@ class SSLModule(pl.LightningModule):
     def __init__(self, config: Union[Config, dict]):
         super().__init__()
         cfg = config if isinstance(config, Config) else from_dict(Config, config)
+        if cfg.ssl.queue_size == "auto" or cfg.trainer.max_epochs == "auto":
+            from medssl.errors import ConfigError
+
+            raise ConfigError("ssl.queue_size / trainer.max_epochs are 'auto': they are resolved from the data by "
+                              "medssl.ssl.train.run_pretrain (medssl.ssl.recipe.resolve_recipe); set numbers to "
+                              "build an SSLModule directly")
         self.cfg = cfg
         self.save_hyperparameters({CONFIG_KEY: to_dict(cfg)})
         from medssl.models.backbones import build_encoder

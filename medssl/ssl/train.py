@@ -144,12 +144,88 @@ def build_trainer(cfg: Config, *, has_monitor: bool = False, extra_callbacks: Op
     )
 
 
-def run_pretrain(cfg: Config, *, resume: Union[None, bool, str] = None, manifest=None,
-                 extra_callbacks: Optional[list] = None) -> PretrainResult:
-    """Pretrain (or resume) per `cfg`; writes checkpoints, logs and `<output_dir>/encoder.pt`."""
-    from medssl.ssl.data import PretrainDataModule
+def planned_world_size(cfg: Config) -> int:
+    """Processes the run will have: the launcher's WORLD_SIZE, else devices x num_nodes (auto: the GPUs)."""
+    from medssl.ssl.data import world_size_from_env
+
+    env = world_size_from_env()
+    if env > 1:
+        return env
+    devices = cfg.trainer.devices
+    if isinstance(devices, int):
+        n = devices
+    elif str(devices).isdigit():
+        n = int(devices)
+    elif cfg.trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        n = torch.cuda.device_count()
+    else:
+        n = 1
+    return max(1, n) * max(1, cfg.trainer.num_nodes)
+
+
+def measure_step_seconds(cfg: Config, datamodule, steps: int = 3) -> float:
+    """Seconds per optimizer step of this config on this machine: a few real steps (data + augmentation
+    + forward/backward/update) after one warm-up. With DataLoader workers the data part overlaps the
+    compute, so the step costs max(compute, data / workers)."""
+    import time
+
+    from medssl.ssl.data import EpochPlan, PairBatchDataset, augment_pair_views, augment_where, to_unit_float
     from medssl.ssl.module import SSLModule
 
+    device = torch.device("cuda" if cfg.trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+                          else "cpu")
+    plan = EpochPlan(datamodule.sampler, cfg.trainer.batch_size)
+    where = augment_where(cfg, device.type)
+    ds = PairBatchDataset(datamodule.images, plan, seed=cfg.trainer.seed,
+                          batch_policy=datamodule.policy if where == "workers" else None)
+    module = SSLModule(cfg).to(device).train()
+    params = [p for p in module.model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=0.0, momentum=0.9)
+    data_s = compute_s = 0.0
+    for i in range(steps + 1):
+        t0 = time.perf_counter()
+        item = ds[(0, i % plan.n_batches)]
+        x = item["images"].to(device)
+        g = torch.Generator(device=device).manual_seed(i)
+        views = x if x.dtype.is_floating_point else augment_pair_views(datamodule.policy, x, g, item.get("boxes"))
+        views = to_unit_float(views)
+        t1 = time.perf_counter()
+        loss, _ = module.model(views[:, 0:1], views[:, 1:2], item["patient"].to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t2 = time.perf_counter()
+        if i:   # the first step warms up allocators and kernels
+            data_s += t1 - t0
+            compute_s += t2 - t1
+    workers = cfg.trainer.num_workers
+    data_s, compute_s = data_s / steps, compute_s / steps
+    return max(compute_s, data_s / workers) if workers > 0 else compute_s + data_s
+
+
+def _saved_config(ckpt_path: Path) -> dict:
+    from medssl.ssl.checkpoint import checkpoint_config
+    from medssl.models.weights import safe_load
+
+    return checkpoint_config(safe_load(ckpt_path), ckpt_path)
+
+
+def run_pretrain(cfg: Config, *, resume: Union[None, bool, str] = None, manifest=None,
+                 extra_callbacks: Optional[list] = None) -> PretrainResult:
+    """Pretrain (or resume) per `cfg`; writes checkpoints, logs, `<output_dir>/encoder.pt` and
+    `pretrain_summary.json` (what the study's checks read: final loss vs chance, feat_std, samples seen).
+
+    `auto` settings (trainer.max_epochs, ssl.queue_size) and a time budget are resolved here from
+    the data (medssl.ssl.recipe); a resumed run takes them from its checkpoint."""
+    import time
+
+    from medssl.ssl.data import PretrainDataModule
+    from medssl.ssl.module import SSLModule
+    from medssl.ssl.recipe import DataSize, resolve_recipe, resolved_from_checkpoint
+
+    t_start = time.perf_counter()
     dirs = run_dirs(cfg.trainer.output_dir)
     ckpt_path = resolve_resume(dirs["out"], resume)
     # said by medssl itself: Lightning's own "Restoring states" line is quieted with its banners
@@ -160,6 +236,23 @@ def run_pretrain(cfg: Config, *, resume: Union[None, bool, str] = None, manifest
     pl.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     datamodule = PretrainDataModule(cfg, manifest=manifest)
     datamodule.prepare()  # rank-independent; Lightning calls setup() once ranks are known
+    from medssl.ssl.data import EpochPlan
+
+    world = planned_world_size(cfg)
+    size = DataSize(n_images=datamodule.n_images, n_patients=datamodule.n_patients,
+                    batches_per_epoch=EpochPlan(datamodule.sampler, cfg.trainer.batch_size, 0, world).n_batches,
+                    world_size=world)
+    if ckpt_path:
+        cfg = resolved_from_checkpoint(cfg, _saved_config(ckpt_path))
+    else:
+        step_s = None
+        if cfg.trainer.time_budget_min:
+            probe_cfg, _ = resolve_recipe(cfg, size, step_seconds=1.0)   # queue resolved; epochs do not matter here
+            step_s = measure_step_seconds(probe_cfg, datamodule)
+        cfg, notes = resolve_recipe(cfg, size, step_seconds=step_s)
+        for note in notes:
+            log.info("recipe: %s", note)
+    datamodule.cfg = cfg
     module = SSLModule(cfg)
     module.monitor_set = datamodule.monitor
     trainer = build_trainer(cfg, has_monitor=datamodule.monitor is not None, extra_callbacks=extra_callbacks)
@@ -174,6 +267,35 @@ def run_pretrain(cfg: Config, *, resume: Union[None, bool, str] = None, manifest
     encoder = dirs["out"] / "encoder.pt"
     if trainer.is_global_zero:
         export_backbone(last, encoder)
+        write_pretrain_summary(dirs["out"] / "pretrain_summary.json", cfg, trainer, size,
+                               seconds=time.perf_counter() - t_start)
     best = dirs["ckpt"] / f"{BEST}.ckpt"
     return PretrainResult(output_dir=dirs["out"], last_checkpoint=last, best_checkpoint=best if best.exists() else None,
                           encoder=encoder, global_step=trainer.global_step, epoch=trainer.current_epoch)
+
+
+def write_pretrain_summary(path: Path, cfg: Config, trainer: pl.Trainer, size, *, seconds: float) -> dict:
+    """What a study needs to judge whether pretraining learned: final loss and its chance value, the
+    collapse detector, how much data the run saw. Counts only (no ids)."""
+    from medssl.atomic import write_json
+    from medssl.ssl.recipe import chance_loss
+
+    metrics = trainer.callback_metrics
+
+    def metric(name):
+        v = metrics.get(f"{name}_epoch", metrics.get(name))
+        return None if v is None else float(v)
+
+    summary = {
+        "method": cfg.ssl.method, "pairs": cfg.ssl.pairs, "arch": cfg.model.arch, "input_size": cfg.model.input_size,
+        "final_loss": metric("train_loss"), "chance_loss": chance_loss(cfg, size), "feat_std": metric("feat_std"),
+        "val_auc": metric("val_auc"), "proj_dim": cfg.ssl.proj_dim,
+        "queue_size": cfg.ssl.queue_size if cfg.ssl.method == "mocov2" else None,
+        "epochs": int(trainer.current_epoch), "steps": int(trainer.global_step),
+        "samples_seen": int(trainer.global_step) * cfg.trainer.batch_size * size.world_size
+        * cfg.trainer.accumulate_grad_batches,
+        "n_images": size.n_images, "n_patients": size.n_patients, "pretrain_splits": list(cfg.data.pretrain_splits),
+        "seconds": round(seconds, 1),
+    }
+    write_json(path, summary)
+    return summary

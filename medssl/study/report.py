@@ -1,13 +1,16 @@
-"""The label-efficiency report: tidy table -> two figures -> one Markdown page.
+"""The label-efficiency report: study statistics -> figures -> one Markdown page.
 
-Input is the study's `results.csv`: one row per cell with columns `init, mode, budget, seed,
-n_labeled, mean_auc, mean_auc_ci_low, mean_auc_ci_high` and `auc_<label>` per class.
+Inputs: the study's per-cell `results` (one row per cell: init, mode, budget, seed, n_labeled,
+mean_auc, auc_<label> ...), its `summary` (per init x mode x budget: mean over label subsets with
+a CI that includes subset variance) and `paired` (per init x mode x budget: paired bootstrap of
+init minus random init), both from `medssl.study.stats.study_statistics`.
 """
 
 from __future__ import annotations
 
 import platform
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -15,21 +18,9 @@ import pandas as pd
 from medssl import atomic
 
 BASELINE_INIT = "random"
-
-
-def summarise(results: pd.DataFrame) -> pd.DataFrame:
-    """Mean over seeds per (init, mode, budget): mean AUC, its across-seed std, and the mean CI bounds."""
-    g = results.groupby(["init", "mode", "budget"], sort=False)
-    out = g.agg(
-        n_labeled=("n_labeled", "median"),
-        seeds=("seed", "nunique"),
-        mean_auc=("mean_auc", "mean"),
-        seed_std=("mean_auc", "std"),
-        ci_low=("mean_auc_ci_low", "mean"),
-        ci_high=("mean_auc_ci_high", "mean"),
-    ).reset_index()
-    out["n_labeled"] = out["n_labeled"].astype(int)
-    return out.sort_values(["mode", "init", "n_labeled"]).reset_index(drop=True)
+MODE_TITLES = {"linear": "logistic probe (frozen encoder)", "knn": "kNN probe (frozen encoder)",
+               "full": "full fine-tuning"}
+MODE_ORDER = {"linear": 0, "knn": 1, "full": 2}
 
 
 def class_columns(results: pd.DataFrame) -> list[str]:
@@ -45,27 +36,56 @@ def _figure():
     return plt
 
 
-def plot_label_efficiency(results: pd.DataFrame, path: str | Path) -> Path:
-    """Mean AUC vs number of labeled images (log x), one line per init x mode, band = mean 95% CI."""
+def _modes(table: pd.DataFrame) -> list[str]:
+    return sorted(dict.fromkeys(table["mode"]), key=lambda m: MODE_ORDER.get(m, 9))
+
+
+def _budget_ticks(ax, values) -> None:
+    ticks = sorted(set(int(v) for v in values))
+    ax.set_xscale("log")
+    ax.set_xticks(ticks, [str(t) for t in ticks])   # the budgets themselves, not 2x10^2-style labels
+    ax.minorticks_off()
+
+
+def plot_label_efficiency(summary: pd.DataFrame, paired: pd.DataFrame, path: str | Path) -> Path:
+    """Top: mean test AUC vs labeled images (log x) per mode, band = 95% CI incl. subset variance.
+    Bottom: paired difference of each pretrained init minus random init, band = its 95% CI."""
     plt = _figure()
-    summary = summarise(results)
-    modes = list(dict.fromkeys(summary["mode"]))
-    fig, axes = plt.subplots(1, len(modes), figsize=(5.5 * len(modes), 4.2), squeeze=False, sharey=True)
-    for ax, mode in zip(axes[0], modes):
+    modes = _modes(summary)
+    rows = 2 if len(paired) else 1
+    fig, axes = plt.subplots(rows, len(modes), figsize=(5.2 * len(modes), 3.8 * rows), squeeze=False,
+                             sharex="col")
+    for c, mode in enumerate(modes):
+        ax = axes[0][c]
         sub = summary[summary["mode"] == mode]
-        for init, rows in sub.groupby("init", sort=False):
-            rows = rows.sort_values("n_labeled")
-            line, = ax.plot(rows["n_labeled"], rows["mean_auc"], marker="o", label=init)
-            ax.fill_between(rows["n_labeled"], rows["ci_low"], rows["ci_high"], alpha=0.2, color=line.get_color())
-        ax.set_xscale("log")
-        ticks = sorted(sub["n_labeled"].unique())
-        ax.set_xticks(ticks, [str(t) for t in ticks])   # the budgets themselves, not 2x10^2-style labels
-        ax.minorticks_off()
-        ax.set_xlabel("labeled training images")
-        ax.set_title("linear probe (frozen encoder)" if mode == "linear" else f"{mode} fine-tuning")
+        for init, g in sub.groupby("init", sort=False):
+            g = g.sort_values("n_labeled")
+            line, = ax.plot(g["n_labeled"], g["mean_auc"], marker="o", label=init)
+            ax.fill_between(g["n_labeled"], g["ci_low"], g["ci_high"], alpha=0.2, color=line.get_color())
+        _budget_ticks(ax, sub["n_labeled"])
+        ax.set_title(MODE_TITLES.get(mode, mode))
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-    axes[0][0].set_ylabel("mean AUC (test), band: 95% CI")
+        if rows == 2:
+            ax = axes[1][c]
+            sub_p = paired[paired["mode"] == mode]
+            colours = {init: line.get_color() for init, line in zip(
+                sub["init"].drop_duplicates(), axes[0][c].get_lines())}
+            for init, g in sub_p.groupby("init", sort=False):
+                g = g.sort_values("n_labeled")
+                line, = ax.plot(g["n_labeled"], g["diff"], marker="o", label=f"{init} - random",
+                                color=colours.get(init))
+                ax.fill_between(g["n_labeled"], g["ci_low"], g["ci_high"], alpha=0.2, color=line.get_color())
+            ax.axhline(0.0, color="black", lw=0.8)
+            _budget_ticks(ax, sub["n_labeled"])
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=8)
+            ax.set_xlabel("labeled training images")
+        else:
+            ax.set_xlabel("labeled training images")
+    axes[0][0].set_ylabel("mean test AUC, band: 95% CI")
+    if rows == 2:
+        axes[1][0].set_ylabel("paired AUC difference vs random")
     fig.tight_layout()
     with atomic.atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
@@ -77,13 +97,15 @@ def class_gains(results: pd.DataFrame) -> pd.DataFrame:
     """Per class: AUC of each non-baseline init minus the random-init AUC, same mode/budget/seed, averaged."""
     cols = class_columns(results)
     key = ["mode", "budget", "seed"]
-    base = results[results["init"] == BASELINE_INIT].set_index(key)[cols]
+    base = results[results["init"] == BASELINE_INIT].groupby(key)[cols].mean()
     rows = []
     for init, sub in results[results["init"] != BASELINE_INIT].groupby("init", sort=False):
-        diff = sub.set_index(key)[cols] - base.reindex(sub.set_index(key).index)
+        mine = sub.groupby(key)[cols].mean()
+        diff = mine - base.reindex(mine.index)
         for c in cols:
-            rows.append({"init": init, "label": c[len("auc_"):], "gain": float(np.nanmean(diff[c].to_numpy()))
-                         if np.isfinite(diff[c].to_numpy()).any() else float("nan")})
+            v = diff[c].to_numpy()
+            rows.append({"init": init, "label": c[len("auc_"):],
+                         "gain": float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")})
     return pd.DataFrame(rows, columns=["init", "label", "gain"])
 
 
@@ -120,29 +142,64 @@ def _fmt(x: float) -> str:
     return "n/a" if x is None or not np.isfinite(x) else f"{x:.3f}"
 
 
-def headline_table(results: pd.DataFrame) -> str:
-    """Markdown: rows init x mode, columns budgets, cells 'mean AUC [CI low, CI high]' averaged over seeds."""
-    s = summarise(results)
-    budgets = (s[["budget", "n_labeled"]].drop_duplicates("budget").sort_values("n_labeled"))
-    header = "| init | mode | " + " | ".join(f"{b} ({n})" for b, n in zip(budgets["budget"], budgets["n_labeled"])) + " |"
-    lines = [header, "|" + "---|" * (2 + len(budgets))]
-    for (init, mode), rows in s.groupby(["init", "mode"], sort=False):
+def _signed(x: float) -> str:
+    return "n/a" if x is None or not np.isfinite(x) else f"{x:+.3f}"
+
+
+def _p(x: float) -> str:
+    if x is None or not np.isfinite(x):
+        return "n/a"
+    return "<0.001" if x < 0.001 else f"{x:.3f}"
+
+
+def _budget_columns(table: pd.DataFrame) -> pd.DataFrame:
+    return table[["budget", "n_labeled"]].drop_duplicates("budget").sort_values("n_labeled")
+
+
+def _grid_table(table: pd.DataFrame, cell, row_keys=("init", "mode")) -> str:
+    budgets = _budget_columns(table)
+    header = "| " + " | ".join(row_keys) + " | " + " | ".join(
+        f"{b} ({n})" if str(b) != str(n) else str(b) for b, n in zip(budgets["budget"], budgets["n_labeled"])) + " |"
+    lines = [header, "|" + "---|" * (len(row_keys) + len(budgets))]
+    order = table.assign(_m=table["mode"].map(lambda m: MODE_ORDER.get(m, 9))).sort_values("_m", kind="stable")
+    for keys, rows in order.groupby(list(row_keys), sort=False):
         cells = []
         for b in budgets["budget"]:
             r = rows[rows["budget"] == b]
-            if r.empty:
-                cells.append("")
-            else:
-                r = r.iloc[0]
-                cells.append(f"{_fmt(r.mean_auc)} [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]")
-        lines.append(f"| {init} | {mode} | " + " | ".join(cells) + " |")
+            cells.append("" if r.empty else cell(r.iloc[0]))
+        lines.append("| " + " | ".join(map(str, keys)) + " | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def headline_table(summary: pd.DataFrame) -> str:
+    """Markdown: rows init x mode, columns budgets, cells 'mean AUC [95% CI]' (mean over label subsets)."""
+    return _grid_table(summary, lambda r: f"{_fmt(r.mean_auc)} [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]")
+
+
+def paired_table(paired: pd.DataFrame) -> str:
+    """Markdown: rows init x mode, columns budgets, cells 'difference vs random [95% CI], p'."""
+    if paired.empty:
+        return "(no pretrained init in this study)"
+    return _grid_table(paired, lambda r: f"{_signed(r['diff'])} [{_signed(r.ci_low)}, {_signed(r.ci_high)}], "
+                                         f"p {_p(r.p_value)}")
+
+
+def labels_table(summary: pd.DataFrame) -> str:
+    """Markdown: per budget, labeled training images + labelled val images = labels a site must provide."""
+    if "n_val_labeled" not in summary.columns:
+        return ""
+    s = summary.sort_values("n_labeled").drop_duplicates("budget")
+    lines = ["| budget | training labels | validation labels | total labels |", "|---|---|---|---|"]
+    for _, r in s.iterrows():
+        lines.append(f"| {r['budget']} | {int(r['n_labeled'])} | {int(r['n_val_labeled'])} | "
+                     f"{int(r['n_labels_total'])} |")
     return "\n".join(lines)
 
 
 def per_class_table(results: pd.DataFrame) -> str:
     cols = class_columns(results)
     s = results.groupby(["init", "mode", "budget"], sort=False)[cols + ["n_labeled"]].mean().reset_index()
-    s = s.sort_values(["mode", "init", "n_labeled"])
+    s = s.assign(_m=s["mode"].map(lambda m: MODE_ORDER.get(m, 9))).sort_values(["_m", "init", "n_labeled"])
     lines = ["| init | mode | budget | " + " | ".join(c[len("auc_"):] for c in cols) + " |",
              "|" + "---|" * (3 + len(cols))]
     for _, r in s.iterrows():
@@ -162,36 +219,59 @@ def software_versions() -> dict[str, str]:
     return out
 
 
-def write_report(out_dir: str | Path, results: pd.DataFrame, *, prevalence: dict[str, float],
-                 config_text: str, data_notes: str = "", title: str = "medssl label-efficiency study") -> Path:
+def statistics_text(summary: pd.DataFrame, ci: float = 0.95) -> str:
+    reps = sorted(set(int(r) for r in summary["replicates"])) if len(summary) else []
+    text = (f"Every number is a test-split ROC-AUC (mean over the evaluation tasks); hyperparameters and epochs "
+            f"were selected on the labelled validation subset only. Intervals are {round(ci * 100)}% CIs of the "
+            "mean over label subsets: patient-bootstrap variance of that mean plus the variance between label "
+            "subsets (and pretraining runs) divided by their number. Differences vs random init are paired: the "
+            "same test patients in every resample and the same label subset per seed; p is two-sided.")
+    if reps == [1]:
+        text += (" **This study has one label subset per budget, so subset variance is not measured: the CIs "
+                 "cover test sampling only.** Add seeds (`study.seeds`) for a CI of the label-efficiency claim.")
+    return text
+
+
+def write_report(out_dir: str | Path, results: pd.DataFrame, *, summary: pd.DataFrame, paired: pd.DataFrame,
+                 prevalence: dict[str, float], config_text: str, data_notes: str = "",
+                 warnings: Sequence[str] = (), search_text: str = "", ci: float = 0.95,
+                 title: str = "medssl label-efficiency study") -> Path:
     """Write label_efficiency.png, class_gains.png and report.md into out_dir; return the report path."""
     out_dir = Path(out_dir)
-    plot_label_efficiency(results, out_dir / "label_efficiency.png")
+    plot_label_efficiency(summary, paired, out_dir / "label_efficiency.png")
     plot_class_gains(results, prevalence, out_dir / "class_gains.png")
     versions = software_versions()
-    n_cells = len(results)
+    budgets = list(dict.fromkeys(results.sort_values("n_labeled")["budget"]))
     md = [
         f"# {title}",
         "",
-        f"{n_cells} cells: inits {sorted(results['init'].unique())}, modes {sorted(results['mode'].unique())}, "
-        f"budgets {list(dict.fromkeys(results.sort_values('n_labeled')['budget']))}, "
-        f"seeds {sorted(results['seed'].unique().tolist())}.",
-        "Every number is a test-split ROC-AUC; checkpoints were selected on the validation split only. "
-        "CIs are 95% bootstrap intervals resampled by patient, averaged over seeds.",
+        f"{len(results)} cells: inits {sorted(results['init'].unique())}, modes "
+        f"{_modes(results)}, budgets {budgets}, label-subset seeds {sorted(results['seed'].unique().tolist())}.",
         "",
-        "## Mean AUC by init and number of labeled images",
+    ]
+    if warnings:
+        md += ["## Warnings", ""] + [f"- **{w}**" for w in warnings] + [""]
+    md += [
+        statistics_text(summary, ci),
         "",
-        headline_table(results),
+        "## Mean test AUC by init and number of labeled images",
+        "",
+        headline_table(summary),
+        "",
+        "## Pretrained init minus random init (paired)",
+        "",
+        paired_table(paired),
         "",
         "![label efficiency](label_efficiency.png)",
         "",
-        "## Per-class AUC",
-        "",
-        per_class_table(results),
-        "",
-        "![per-class gain](class_gains.png)",
-        "",
     ]
+    labels = labels_table(summary)
+    if labels:
+        md += ["## Labels used", "", "Each cell selects on a labelled validation subset; a site must provide both:",
+               "", labels, ""]
+    if search_text:
+        md += ["## Hyperparameter selection (the same for every init)", "", search_text.strip(), ""]
+    md += ["## Per-class AUC", "", per_class_table(results), "", "![per-class gain](class_gains.png)", ""]
     if data_notes:
         md += ["## What this data can and cannot show", "", data_notes.strip(), ""]
     md += ["## Configuration", "", "```yaml", config_text.strip(), "```", "",

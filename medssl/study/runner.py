@@ -74,23 +74,38 @@ def portable_row(row: dict, out_dir: str | Path, *, read_back: bool = False) -> 
 class Cell:
     init: str            # name in the study config ("random", "mocov2", ...)
     init_path: str       # "random" or a checkpoint / state-dict path
-    mode: str            # "linear" | "full"
+    mode: str            # "linear" | "knn" | "full"
     budget: int | float  # labeled images (int) or fraction of the training images (float)
     seed: int
+    pretrain_seed: int | None = None   # index of the init's pretraining run when it has several
 
     @property
     def key(self) -> str:
-        return f"{self.init}__{self.mode}__{budget_label(self.budget)}__seed{self.seed}".replace("%", "pct")
+        key = f"{self.init}__{self.mode}__{budget_label(self.budget)}__seed{self.seed}".replace("%", "pct")
+        return key if self.pretrain_seed is None else f"{key}__pre{self.pretrain_seed}"
 
 
-def grid(inits: dict[str, str], modes: list[str], budgets: list, seeds: list[int]) -> Iterator[Cell]:
-    """Cells in run order: cheap ones first (linear before full, small budgets first)."""
-    order = {"linear": 0, "full": 1}
-    for mode in sorted(modes, key=lambda m: order.get(m, 2)):
+def init_runs(path) -> list[tuple[str, int | None]]:
+    """(path, pretraining run index) of one `study.inits` value: a path, or a list of paths (one per
+    pretraining seed, so init variance is measured); a single path has index None."""
+    if isinstance(path, (list, tuple)):
+        if not path:
+            from medssl.errors import ConfigError
+
+            raise ConfigError("study.inits: an init given as a list needs at least one path")
+        return [(str(p), i) for i, p in enumerate(path)] if len(path) > 1 else [(str(path[0]), None)]
+    return [(str(path), None)]
+
+
+def grid(inits: dict, modes: list[str], budgets: list, seeds: list[int]) -> Iterator[Cell]:
+    """Cells in run order: cheap ones first (probes before full fine-tuning, small budgets first)."""
+    order = {"linear": 0, "knn": 1, "full": 2}
+    for mode in sorted(modes, key=lambda m: order.get(m, 3)):
         for budget in budgets:
             for seed in seeds:
                 for name, path in inits.items():
-                    yield Cell(name, str(path), mode, budget, seed)
+                    for run_path, pretrain_seed in init_runs(path):
+                        yield Cell(name, run_path, mode, budget, seed, pretrain_seed)
 
 
 CellFn = Callable[[Cell, Path], dict]
@@ -114,7 +129,8 @@ def run_grid(cells: list[Cell], out_dir: str | Path, cell_fn: CellFn) -> pd.Data
         log.info("cell %d/%d: %s", i, len(cells), cell.key)
         metrics = cell_fn(cell, cell_dir / cell.key)
         row = {"init": cell.init, "init_path": cell.init_path, "mode": cell.mode,
-               "budget": budget_label(cell.budget), "seed": cell.seed,
+               "budget": budget_label(cell.budget), "seed": cell.seed, "key": cell.key,
+               **({} if cell.pretrain_seed is None else {"pretrain_seed": cell.pretrain_seed}),
                **metrics, "seconds": round(time.perf_counter() - t0, 2)}
         atomic.write_json(result_path, json_safe(portable_row(row, out_dir)))
         ran += 1
@@ -134,7 +150,9 @@ def collect(out_dir: str | Path, cells: list[Cell]) -> pd.DataFrame:
     for cell in cells:
         p = Path(out_dir) / "cells" / f"{cell.key}.json"
         if p.is_file():
-            rows.append(portable_row(json.loads(p.read_text()), out_dir, read_back=True))
+            row = portable_row(json.loads(p.read_text()), out_dir, read_back=True)
+            row.setdefault("key", cell.key)   # cell files of older versions
+            rows.append(row)
     df = pd.DataFrame(rows)
     if df.empty:
         return pd.DataFrame(columns=RESULT_COLUMNS)
@@ -189,6 +207,54 @@ def test_prevalence(manifest_df: pd.DataFrame, labels: list[str]) -> dict[str, f
     return out
 
 
+def search_description(cfg) -> str:
+    """What the report says about hyperparameter selection (the same trials for every init)."""
+    ft = cfg.finetune
+    lrs = ", ".join(f"{lr:g}" for lr in (ft.lr_grid or [ft.lr]))
+    return "\n".join([
+        f"- logistic probe (`linear`): L2 logistic regression per label on standardised frozen features, C chosen "
+        f"on val from {{{', '.join(f'{c:g}' for c in ft.probe_Cs)}}}.",
+        f"- kNN probe (`knn`): cosine similarity-weighted vote, k chosen on val from {{{', '.join(map(str, ft.knn_ks))}}}.",
+        f"- full fine-tuning (`full`): AdamW, cosine schedule, {ft.epochs} epochs per trial, one trial per learning "
+        f"rate in {{{lrs}}} ({len(ft.lr_grid or [ft.lr])} trials for every init); encoder lr multiplier 1.0 for the "
+        f"random init, {ft.encoder_lr_mult:g} for pretrained inits; the (trial, epoch) with the best val mean AUC is kept.",
+        f"- labelled validation subset per cell: `study.val_labels = {cfg.study.val_labels}` "
+        "(budget: whole val patients, no more images than the training budget, nested per seed).",
+    ])
+
+
+def add_statistics(cfg, results: pd.DataFrame, out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Paired statistics of a finished grid: (results with per-cell diff columns, summary, paired);
+    summary.csv and paired.csv are written beside results.csv, which is rewritten with the new columns."""
+    from medssl.study.stats import study_statistics
+
+    ev = cfg.evaluate
+    summary, paired, per_cell = study_statistics(results, out_dir, tasks=ev.tasks or None, n_bootstrap=ev.bootstrap,
+                                                 ci=ev.ci, seed=ev.seed)
+    results = results.drop(columns=[c for c in per_cell.columns if c in results.columns and c != "row"])
+    if len(per_cell):
+        results = results.join(per_cell.set_index("row"))
+    atomic.write_table(out_dir / "results.csv", results)
+    atomic.write_table(out_dir / "summary.csv", summary)
+    atomic.write_table(out_dir / "paired.csv", paired)
+    return results, summary, paired
+
+
+def study_warnings(cfg, summary: pd.DataFrame) -> list[str]:
+    """Chance-level results and pretraining runs that did not learn (see medssl.study.checks)."""
+    from medssl.study.checks import chance_warnings, pretraining_warnings, read_pretrain_summary
+
+    out = chance_warnings(summary)
+    for name, path in cfg.study.inits.items():
+        for run_path, _ in init_runs(path):
+            if run_path == RANDOM_INIT:
+                continue
+            s = read_pretrain_summary(run_path)
+            if s is not None:
+                out += pretraining_warnings(name, s, cfg.ssl.collapse_threshold)
+    return out
+
+
 def run_study(cfg, *, data_notes: str = DEFAULT_DATA_NOTES) -> tuple[pd.DataFrame, Path]:
     """Run the grid of `cfg.study` on `cfg.data.manifest` (resumable) and write the report.
 
@@ -212,7 +278,7 @@ def run_study(cfg, *, data_notes: str = DEFAULT_DATA_NOTES) -> tuple[pd.DataFram
     from medssl.cache import open_cache
 
     images = open_cache(cache_dir_of(cfg), df, size=cfg.cache.size, dtype=cfg.cache.dtype, window=cfg.cache.window)
-    augment = augment_from_config(cfg)
+    augment = augment_from_config(cfg) if "full" in cfg.study.modes else None
     feature_dir = out_dir / "features"
 
     def cell_fn(cell: Cell, cell_dir: Path) -> dict:
@@ -221,13 +287,19 @@ def run_study(cfg, *, data_notes: str = DEFAULT_DATA_NOTES) -> tuple[pd.DataFram
                              feature_dir=feature_dir, augment=augment if cell.mode == "full" else None)
 
     for name, path in cfg.study.inits.items():
-        if str(path) != "random" and not Path(path).is_file():
-            from medssl.errors import CheckpointError
+        for run_path, _ in init_runs(path):
+            if run_path != RANDOM_INIT and not Path(run_path).is_file():
+                from medssl.errors import CheckpointError
 
-            raise CheckpointError(f"study.inits.{name}: {path} does not exist (pretrain first, or remove it)")
+                raise CheckpointError(f"study.inits.{name}: {run_path} does not exist (pretrain first, or remove it)")
     cells = list(grid(cfg.study.inits, cfg.study.modes, cfg.study.budgets, cfg.study.seeds))
     results = run_grid(cells, out_dir, cell_fn)
+    results, summary, paired = add_statistics(cfg, results, out_dir)
+    warnings = study_warnings(cfg, summary)
+    for w in warnings:
+        log.warning("%s", w)
     labels = fd.label_names(df, cfg.data.labels)
-    report = write_report(out_dir, results, prevalence=test_prevalence(df, labels),
-                          config_text=dump_config(cfg), data_notes=data_notes)
+    report = write_report(out_dir, results, summary=summary, paired=paired, prevalence=test_prevalence(df, labels),
+                          config_text=dump_config(cfg), data_notes=data_notes, warnings=warnings,
+                          search_text=search_description(cfg), ci=cfg.evaluate.ci)
     return results, report

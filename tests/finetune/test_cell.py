@@ -16,8 +16,8 @@ from .conftest import RecordingImages, budgets_for, tiny_config
 def _cell(tmp_path, tiny_data, name, *, mode="linear", images=None, manifest=None, cfg=None, **kw):
     man, imgs = tiny_data
     man = man if manifest is None else manifest
-    cfg = cfg or tiny_config(**({"finetune.epochs": 25, "finetune.lr": 0.01} if mode == "linear"
-                                else {"finetune.epochs": 2}))
+    cfg = cfg or tiny_config(**({} if mode in ("linear", "knn") else {"finetune.epochs": 2,
+                                                                       "finetune.lr_grid": "[0.001]"}))
     kw.setdefault("budget", 40)
     kw.setdefault("seed", 0)
     return finetune_cell(cfg, manifest_df=man, images=images or ArrayImages(imgs), budgets_df=budgets_for(man),
@@ -74,7 +74,7 @@ def test_cells_are_deterministic_per_seed(tmp_path, tiny_data):
     a, b = (_cell(tmp_path, tiny_data, f"lin{i}", seed=0) for i in range(2))
     np.testing.assert_array_equal(probs(a), probs(b))
     man, _ = tiny_data
-    other = finetune_cell(tiny_config(**{"finetune.epochs": 25, "finetune.lr": 0.01}), manifest_df=man,
+    other = finetune_cell(tiny_config(), manifest_df=man,
                           images=ArrayImages(tiny_data[1]), budgets_df=budgets_for(man, seed=1), budget=40, seed=1,
                           out_dir=tmp_path / "seed1", feature_dir=tmp_path / "features")
     assert not np.array_equal(probs(a), probs(other))
@@ -98,12 +98,13 @@ def test_pretrained_init_is_loaded_and_changes_features(tmp_path, tiny_data):
     r = _cell(tmp_path, tiny_data, "pre", init=str(tmp_path / "p.ckpt"))
     rnd = _cell(tmp_path, tiny_data, "rnd")
     assert len(list((tmp_path / "features").iterdir())) == 2   # one store per init
-    assert r["val_score"] != rnd["val_score"] or r["mean_auc"] != rnd["mean_auc"]
+    val_probs = lambda res: pd.read_csv(tmp_path / res / "val_predictions.csv")[["prob_A", "prob_B"]]  # noqa: E731
+    assert not np.allclose(val_probs("pre").to_numpy(), val_probs("rnd").to_numpy())
     assert torch.load(r["checkpoint"], weights_only=True)["init"] == str(tmp_path / "p.ckpt")
 
 
 def test_full_cell_augments_training_batches_and_checkpoint_loads_into_a_plain_encoder(tmp_path, tiny_data):
-    cfg = tiny_config(**{"finetune.class_weights": "true", "finetune.epochs": 2})
+    cfg = tiny_config(**{"finetune.class_weights": "true", "finetune.epochs": 2, "finetune.lr_grid": "[0.001]"})
     policy = augment_from_config(cfg)   # the modality-safe x-ray policy, 32 px views
     seen = []
 
@@ -140,3 +141,36 @@ def test_finetune_augmentation_crops_inside_the_content_box():
     inside = policy(x, torch.Generator().manual_seed(0), boxes).mean().item()
     anywhere = policy(x, torch.Generator().manual_seed(0)).mean().item()
     assert inside > 0.85 and anywhere < 0.65, (inside, anywhere)
+
+
+def test_full_fine_tuning_tries_each_learning_rate_and_keeps_the_best_on_val(tmp_path, tiny_data):
+    """Every init gets one run per finetune.lr_grid value (the same trial budget); a random init trains its
+    encoder at the full lr, a pretrained one at lr x finetune.encoder_lr_mult; the kept run is the best on val."""
+    import json
+
+    from medssl.finetune.run import full_trials
+
+    cfg = tiny_config(**{"finetune.epochs": 2, "finetune.lr_grid": "[0.0001, 0.01]", "finetune.encoder_lr_mult": 0.1})
+    assert full_trials(cfg, "random") == [{"lr": 1e-4, "encoder_lr_mult": 1.0}, {"lr": 1e-2, "encoder_lr_mult": 1.0}]
+    assert [t["encoder_lr_mult"] for t in full_trials(cfg, "pre.pt")] == [0.1, 0.1]
+    r = _cell(tmp_path, tiny_data, "search", mode="full", cfg=cfg)
+    history = json.loads((tmp_path / "search" / "history.json").read_text())
+    trials = history["history"]
+    assert [t["lr"] for t in trials] == [1e-4, 1e-2] and all(len(t["epochs"]) == 2 for t in trials)
+    best = max(trials, key=lambda t: t["val_score"])
+    assert json.loads(r["selected"])["lr"] == best["lr"] and r["val_score"] == best["val_score"]
+    assert history["selected"]["epoch"] == best["best_epoch"] == r["best_epoch"]
+
+
+def test_validation_labels_are_limited_to_the_budget_by_whole_patients(tmp_path, tiny_data):
+    man, _ = tiny_data
+    r = _cell(tmp_path, tiny_data, "b20", budget=20)
+    val = pd.read_csv(tmp_path / "b20" / "val_predictions.csv", dtype={"patient_id": str})
+    assert r["n_val_labeled"] == len(val) <= 20 and r["n_labels_total"] == 20 + len(val)
+    all_val = man[man["split"] == "val"]
+    assert len(val) >= 20 - 2        # 2 images per patient: the longest prefix of whole patients
+    per_patient = all_val.groupby("patient_id").size()
+    assert (val.groupby("patient_id").size() == per_patient.loc[val["patient_id"].unique()]).all()
+    cfg = tiny_config(**{"study.val_labels": "all"})
+    r_all = _cell(tmp_path, tiny_data, "b20all", budget=20, cfg=cfg)
+    assert r_all["n_val_labeled"] == len(all_val)

@@ -30,10 +30,3 @@ def test_demo_budgets_fit_the_training_set():
     assert demo_budgets(3500) == [500, 1000, 2500]
     small = demo_budgets(40)
     assert len(small) == 3 and max(small) <= 40 and small == sorted(set(small))
-
-
-def test_demo_runs_moco_at_its_reference_learning_rate_not_simclrs():
-    from medssl.commands.demo import _method_lr
-
-    assert _method_lr("mocov2") == ["optim.lr=0.03"]   # SimCLR's 0.06 drives MoCo v2 towards collapse
-    assert _method_lr("simclr") == []
