@@ -17,8 +17,8 @@ from medssl.errors import MedsslError
 
 #: Sub-command modules in the order the data flows; missing ones are skipped.
 COMMAND_MODULES = (
-    "manifest", "split", "cache", "inspect", "augment", "pretrain", "export_backbone",
-    "finetune", "evaluate", "study", "demo", "bench",
+    "manifest", "split", "import_budgets", "cache", "inspect", "augment", "pretrain", "export_backbone",
+    "finetune", "evaluate", "export", "study", "demo", "bench",
 )
 
 

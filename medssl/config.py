@@ -165,7 +165,10 @@ class StudyConfig:
     output_dir: str = "runs/study"
     budgets: list[Union[int, float]] = field(default_factory=lambda: [250, 500, 1000, 2500, 5000, 10000])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    inits: dict = field(default_factory=lambda: {"random": "random"})  # name -> "random" | checkpoint path
+    # name -> "random" | a weights path | a list of paths (one per pretraining run) | a pretraining spec
+    # {pretrain: {ssl.method: simclr, ...}, seeds: [0, 1]} that the study runs itself (medssl.study.runner)
+    inits: dict = field(default_factory=lambda: {"random": "random"})
+    pretrain_seeds: list[int] = field(default_factory=lambda: [0])  # pretraining runs per spec init
     modes: list[str] = field(default_factory=lambda: ["linear", "knn", "full"])
     val_labels: Union[Literal["budget", "all"], int] = "budget"  # labelled val images per cell: <= budget, all, or N
 
@@ -313,6 +316,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     cfg = from_dict(Config, data)
     _check_values(cfg)
     return cfg
+
+
+def with_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """A new Config: `cfg` with `key.path=value` overrides applied and checked like a loaded file."""
+    out = from_dict(Config, apply_overrides(_nested_copy(to_dict(cfg)), overrides))
+    _check_values(out)
+    return out
 
 
 def _check_values(cfg: Config) -> None:

@@ -117,6 +117,7 @@ def _csv_ints(text: str) -> list[int]:
 
 
 def run(args) -> int:
+    import json
     import logging
     import time
     from pathlib import Path
@@ -161,16 +162,12 @@ def run(args) -> int:
     inits: dict = {"random": "random"}
     for run_name in [m for m in args.methods.split(",") if m]:
         method, _, pairs = run_name.partition("-")
-        runs = []
-        for ps in pretrain_seeds:
-            folder = run_name if ps == pretrain_seeds[0] else f"{run_name}-seed{ps}"
-            cfg = load_config(args.config, demo_defaults + base + [
-                f"ssl.method={method}", f"ssl.pairs={pairs or 'instance'}", *method_settings(method), *epochs,
-                f"trainer.seed={ps}", f"trainer.output_dir={out / 'pretrain' / folder}",
-            ] + list(args.overrides))
-            runs.append(str(_pretrain(cfg, folder)))
-        inits[run_name] = runs if len(runs) > 1 else runs[0]
-    cfg = load_config(args.config, demo_defaults + base + [f"study.inits={inits}"] + list(args.overrides))
+        # the user's --set values come last so they win over the method's demo settings
+        settings = [f"ssl.method={method}", f"ssl.pairs={pairs or 'instance'}", *method_settings(method),
+                    *args.overrides]
+        inits[run_name] = {"pretrain": dict(item.split("=", 1) for item in settings)}
+    cfg = load_config(args.config, demo_defaults + base + epochs + [
+        f"study.inits={json.dumps(inits)}", f"study.pretrain_seeds={pretrain_seeds}"] + list(args.overrides))
     from medssl.study import run_study
 
     results, report = run_study(cfg, data_notes=notes)
@@ -245,27 +242,6 @@ def _split(manifest_path, out):
     print("medssl demo: split by patient  " + ", ".join(
         f"{s}: {int(r['size'])} images / {int(r['nunique'])} patients" for s, r in counts.iterrows()))
     return split_path, int((df["split"] == "train").sum())
-
-
-def _pretrain(cfg, run_name):
-    """Pretrain unless this run's encoder already exists (a rerun resumes an interrupted run)."""
-    from pathlib import Path
-
-    from medssl.ssl.train import AUTO, run_pretrain
-    from medssl.ssl.data import ensure_cache
-    from medssl.manifest import load
-
-    encoder = Path(cfg.trainer.output_dir) / "encoder.pt"
-    if encoder.is_file():
-        print(f"medssl demo: pretraining {run_name}: already done ({encoder})")
-        return encoder
-    ensure_cache(cfg, load(cfg.data.manifest))
-    what = (f"{cfg.trainer.time_budget_min:g} min" if cfg.trainer.time_budget_min else
-            f"{cfg.trainer.max_epochs} epochs" if cfg.trainer.max_epochs != "auto" else
-            f"auto epochs for {cfg.trainer.min_samples:,} samples")
-    print(f"medssl demo: pretraining {run_name} ({cfg.ssl.method}, {cfg.ssl.pairs} pairs, {what})")
-    result = run_pretrain(cfg, resume=AUTO)
-    return result.encoder
 
 
 def _print_headline(report):

@@ -85,6 +85,58 @@ class Cell:
         return key if self.pretrain_seed is None else f"{key}__pre{self.pretrain_seed}"
 
 
+def pretrain_spec(value) -> dict | None:
+    """The pretraining spec of a `study.inits` value, or None for a path / list of paths.
+
+    A spec is a mapping {"pretrain": {dotted.key: value, ...}, "seeds": [0, 1]} (both optional): the
+    study pretrains the init itself from the study config plus these overrides, once per pretraining
+    seed (default study.pretrain_seeds), into study.output_dir/pretrain/<name>[-seed<s>].
+    """
+    if not isinstance(value, dict):
+        return None
+    unknown = set(value) - {"pretrain", "seeds"}
+    if unknown:
+        from medssl.errors import ConfigError
+
+        raise ConfigError(f"study.inits: a pretraining spec has keys 'pretrain' (config overrides) and 'seeds'; "
+                          f"unknown: {sorted(unknown)}")
+    return value
+
+
+def pretrain_inits(cfg, *, log_to=print) -> dict:
+    """`study.inits` with every pretraining spec replaced by its encoder path(s), pretraining what is
+    missing (resumable: a finished run is reused, an interrupted one continues from last.ckpt)."""
+    from medssl.config import with_overrides
+    from medssl.ssl.train import AUTO, run_pretrain
+
+    resolved = {}
+    for name, value in cfg.study.inits.items():
+        spec = pretrain_spec(value)
+        if spec is None:
+            resolved[name] = value
+            continue
+        seeds = [int(x) for x in spec.get("seeds", cfg.study.pretrain_seeds)]
+        paths = []
+        for i, seed in enumerate(seeds):
+            folder = Path(cfg.study.output_dir) / "pretrain" / (name if i == 0 else f"{name}-seed{seed}")
+            encoder = folder / "encoder.pt"
+            if not encoder.is_file():
+                # strings as given (YAML scalars), anything else as JSON, which is YAML too
+                overrides = [f"{k}={v if isinstance(v, str) else json.dumps(v)}"
+                             for k, v in (spec.get("pretrain") or {}).items()]
+                run_cfg = with_overrides(cfg, overrides + [f"trainer.seed={seed}", f"trainer.output_dir={folder}"])
+                log_to(f"medssl study: pretraining {name} (seed {seed}: {run_cfg.ssl.method}, {run_cfg.ssl.pairs} "
+                       f"pairs) into {folder}")
+                from medssl.manifest import load
+                from medssl.ssl.data import ensure_cache
+
+                ensure_cache(run_cfg, load(run_cfg.data.manifest, data_root=run_cfg.data.data_root))
+                encoder = run_pretrain(run_cfg, resume=AUTO).encoder
+            paths.append(str(encoder))
+        resolved[name] = paths if len(paths) > 1 else paths[0]
+    return resolved
+
+
 def init_runs(path) -> list[tuple[str, int | None]]:
     """(path, pretraining run index) of one `study.inits` value: a path, or a list of paths (one per
     pretraining seed, so init variance is measured); a single path has index None."""
@@ -286,6 +338,9 @@ def run_study(cfg, *, data_notes: str = DEFAULT_DATA_NOTES) -> tuple[pd.DataFram
                              mode=cell.mode, budget=cell.budget, seed=cell.seed, out_dir=cell_dir,
                              feature_dir=feature_dir, augment=augment if cell.mode == "full" else None)
 
+    import dataclasses
+
+    cfg = dataclasses.replace(cfg, study=dataclasses.replace(cfg.study, inits=pretrain_inits(cfg)))
     for name, path in cfg.study.inits.items():
         for run_path, _ in init_runs(path):
             if run_path != RANDOM_INIT and not Path(run_path).is_file():

@@ -54,7 +54,7 @@ def _build(base: Path) -> dict:
         "--set", "evaluate.bootstrap=50", "--set", "trainer.checkpoint_every_n_steps=2",
         "--set", "trainer.log_every_n_steps=1")
     split = demo / "manifest.split.csv"
-    pretrain = demo / "pretrain" / "simclr"
+    pretrain = demo / "study" / "pretrain" / "simclr"   # the study pretrains its spec inits there
     common = common_args(split, demo / f"cache-{SIZE}")
     cells = demo / "study" / "cells"
     first = src / truth["path"].iloc[0]

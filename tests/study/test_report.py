@@ -140,3 +140,26 @@ def test_one_label_subset_says_the_ci_covers_test_sampling_only(tmp_path):
         columns=["init", "mode", "budget", "n_labeled", "diff", "ci_low", "ci_high", "p_value"]),
         prevalence={}, config_text="x")
     assert "cover test sampling only" in path.read_text()
+
+
+def test_several_pretraining_runs_measure_init_variance_and_pair_by_subset_seed(tmp_path):
+    results = _study(tmp_path, {"random": 0.3, "ssl": 0.7})
+    ssl = results[results.init == "ssl"]
+    # a second pretraining run of 'ssl': same cells, another (better) init
+    second = ssl.copy()
+    for i, r in second.iterrows():
+        src = tmp_path / r.predictions
+        key = r.key + "__pre1"
+        (tmp_path / "cells" / key).mkdir()
+        pred = pd.read_csv(src)
+        pred[["prob_A", "prob_B"]] = pred[["prob_A", "prob_B"]] ** 0.5   # monotone: same AUC ...
+        pred.loc[:5, "prob_A"] = 1 - pred.loc[:5, "prob_A"]              # ... except a few flips
+        pred.to_csv(tmp_path / "cells" / key / "predictions.csv", index=False)
+        second.loc[i, ["key", "predictions"]] = [key, f"cells/{key}/predictions.csv"]
+    results = pd.concat([results.assign(pretrain_seed=0), second.assign(pretrain_seed=1)], ignore_index=True)
+    summary, paired, per_cell = study_statistics(results, tmp_path, n_bootstrap=200)
+    row = summary[(summary.init == "ssl") & (summary.budget == "50")].iloc[0]
+    assert row["replicates"] == 6 and row["pretrain_seeds"] == 2 and row["init_sd"] > 0
+    p = paired[(paired.init == "ssl") & (paired.budget == "50")].iloc[0]
+    assert p["seeds"] == 3                       # paired per subset seed, the two runs averaged first
+    assert len(per_cell) == 12                   # every ssl cell against its random twin

@@ -145,3 +145,16 @@ def test_absolute_paths_from_older_cell_files_and_a_relative_study_dir_read_back
     (tmp_path / "study" / "cells" / f"{cells[1].key}.json").write_text(json.dumps(old))
     table = collect(Path("study"), cells)
     assert table["checkpoint"].tolist() == [f"cells/{c.key}/best.pt" for c in cells]
+
+
+def test_inits_may_be_lists_of_pretraining_runs_or_specs_the_study_pretrains():
+    from medssl.errors import ConfigError
+    from medssl.study.runner import init_runs, pretrain_spec
+
+    cells = list(grid({"random": "random", "moco": ["a.pt", "b.pt"]}, ["linear"], [10], [0, 1]))
+    assert [(c.init, c.pretrain_seed) for c in cells if c.seed == 0] == [("random", None), ("moco", 0), ("moco", 1)]
+    assert cells[1].key == "moco__linear__10__seed0__pre0" and cells[0].key == "random__linear__10__seed0"
+    assert init_runs(["only.pt"]) == [("only.pt", None)]          # one run keeps the plain key
+    assert pretrain_spec("x.pt") is None and pretrain_spec({"pretrain": {"ssl.method": "byol"}})
+    with pytest.raises(ConfigError, match="unknown"):
+        pretrain_spec({"pretrain": {}, "epochs": 3})
