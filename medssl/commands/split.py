@@ -14,7 +14,9 @@ EXAMPLES = """examples:
 
 Writes OUT with a `split` column and, with --budgets (or a --config with study.budgets), the table
 <OUT stem>.budgets.csv (path, budget, seed) beside it. Budgets: 250 = 250 images, 0.01 or 1% = 1% of
-the training images; smaller budgets are subsets of larger ones for the same seed."""
+the training images; smaller budgets are subsets of larger ones for the same seed.
+Published label-fraction splits (MedAug, MoCo-CXR, ...) instead: `medssl import-budgets DIR --manifest OUT
+--out BUDGETS.csv`."""
 
 
 def register(subparsers) -> None:

@@ -48,17 +48,17 @@ def _device(cfg: Config) -> str:
 
 def build_init_encoder(cfg: Config, init: str):
     """The encoder of `init`: "random" (weights drawn from cfg.seed) or a checkpoint / export / state dict."""
-    from medssl.models.backbones import build_encoder
+    from medssl.models.backbones import encoder_from_config
     from medssl.models.weights import load_encoder_weights
 
     state = torch.random.get_rng_state()
     torch.manual_seed(int(cfg.seed))
     try:
-        encoder = build_encoder(cfg.model.arch, cfg.model.in_channels, cfg.model.input_size)
+        encoder = encoder_from_config(cfg.model)
     finally:
         torch.random.set_rng_state(state)
     if init != "random":
-        if not Path(init).is_file():
+        if not Path(init).exists():   # a file, or a MONAI bundle folder (medssl.models.weights)
             raise CheckpointError(f"{init}: init checkpoint does not exist; pass --init random or a checkpoint path")
         load_encoder_weights(init, encoder)
     return encoder
@@ -275,7 +275,8 @@ def finetune_cell(cfg: Config, *, manifest_df: pd.DataFrame, images, budgets_df:
             checkpoint = {"head": probe.head().state_dict()}
         else:
             checkpoint = {"knn": {k: torch.as_tensor(np.asarray(v)) for k, v in probe.state.items()}}
-        checkpoint.update(init=str(init), selected=json.dumps(selected))
+        # init_seed: a random init's encoder is rebuilt from it (medssl export of a probe on a random encoder)
+        checkpoint.update(init=str(init), init_seed=int(cfg.seed), selected=json.dumps(selected))
         val_probs = probe.predict(features("val", val.rows))
         predict = lambda s: probe.predict(features("test", s.rows))  # noqa: E731
     else:
@@ -289,6 +290,8 @@ def finetune_cell(cfg: Config, *, manifest_df: pd.DataFrame, images, budgets_df:
         predict = lambda s: predict_images(model, images, s, batch_size=ft.batch_size, device=device)  # noqa: E731
     checkpoint.update(arch=cfg.model.arch, in_channels=cfg.model.in_channels, input_size=cfg.model.input_size,
                       labels=labels, mode=mode, best_epoch=best_epoch, seed=seed)
+    if cfg.model.arch.startswith("vit_"):   # the ViT's shape needs these to be rebuilt (medssl.models.export)
+        checkpoint.update(patch_size=cfg.model.patch_size, vit_depth=cfg.model.vit_depth)
     ckpt_path = out_dir / "best.pt"
     with atomic.atomic_path(ckpt_path) as tmp:
         torch.save(checkpoint, tmp)

@@ -5,7 +5,7 @@ small sidecar `<stem>.meta.json` beside the manifest holding `data_root` RELATIV
 folder (so the manifest, its sidecar and the images can move together) and `data_root_absolute`
 (used when the relative folder does not exist: the manifest was moved alone). `load` sets
 `df.attrs["data_root"]` (absolute str) from the sidecar, or to the manifest's own folder when there
-is none (hand-written manifests: keep paths relative to the file).
+is none (hand-written manifests: paths relative to the file, or absolute: then their common folder).
 `DataConfig.data_root` (`--set data.data_root=...`) overrides both downstream.
 """
 
@@ -92,7 +92,9 @@ def load(path: str | os.PathLike, *, validate: bool = True, data_root: str | os.
          columns=None) -> pd.DataFrame:
     """Read a manifest (.csv, .csv.gz or .parquet): ids as str, labels float64, frame Int64.
 
-    Sets df.attrs["data_root"] (see module docstring; the argument wins). With validate=True runs
+    Sets df.attrs["data_root"] (see module docstring; the argument wins). Hand-written manifests are
+    normalised first (`medssl.manifest.handwritten.prepare`): absolute paths become relative to their
+    common folder, which becomes the data root; blank study ids become one study per image. With validate=True runs
     `medssl.manifest.validate` (schema, labels, duplicates, patient leakage; not file existence).
     columns: read only these columns (plus the required ones), e.g. BOOKKEEPING_COLUMNS for a
     label-free read of a large manifest.
@@ -114,11 +116,15 @@ def load(path: str | os.PathLike, *, validate: bool = True, data_root: str | os.
     except (ValueError, OSError, ImportError) as e:
         raise ManifestError(f"cannot read manifest {path}: {e}. Manifests are CSV or Parquet files "
                             f"written by `medssl manifest build`") from e
-    try:
-        df = order_columns(df)
+    from medssl.manifest.handwritten import prepare
+
+    root = data_root if data_root is not None else data_root_for(path)
+    try:  # hand-written manifests: absolute paths rebased, blank study ids filled (medssl.manifest.handwritten)
+        df = prepare(df, root, explicit_root=data_root is not None, source=f"manifest {path}")
     except ManifestError as e:  # name the file: the same table is read by many commands
-        raise ManifestError(f"manifest {path}: {e}") from None
-    df.attrs = {"data_root": str(data_root if data_root is not None else data_root_for(path))}
+        msg = str(e)
+        raise ManifestError(msg if msg.startswith(f"manifest {path}") else f"manifest {path}: {msg}") from None
+    df.attrs = {"data_root": str(df.attrs.get("data_root", root))}
     if validate:
         from medssl.manifest.validate import validate as _validate
         _validate(df, source=str(path))

@@ -1,7 +1,9 @@
 """Manifest validation: every check raises ManifestError naming the column/rows at fault and the fix.
 
 Checks, in order: required columns, at least one row, blank path/patient/study ids, paths that are
-absolute or escape the data root, duplicate rows, duplicate paths (per frame when a `frame` column
+absolute or escape the data root (a DataFrame's paths must be relative here; manifest FILES with absolute
+paths or blank study ids are normalised by `medssl.manifest.load` before this runs, see
+`medssl.manifest.handwritten`), duplicate rows, duplicate paths (per frame when a `frame` column
 exists), label values outside {1, 0, -1, blank}, patient leakage across `split`
 (`medssl.splits.assert_no_leakage`), and with verify_files=True files missing under the data root.
 All vectorised: a 224k-row manifest validates in well under a second without file checks.
@@ -96,8 +98,9 @@ def validate(df: pd.DataFrame, *, data_root: str | os.PathLike | None = None, ve
     if unsafe.any():
         raise ManifestError(
             f"{where}: {int(unsafe.sum())} path(s) are absolute or leave the data root with '..', e.g. "
-            f"{_examples(df.loc[unsafe, 'path'])}. Paths must be relative to the data root: rebuild "
-            f"with --data-root set to a folder that contains all images")
+            f"{_examples(df.loc[unsafe, 'path'])}. Paths must be relative to the data root and stay inside "
+            f"it (a manifest file may instead give every path absolute), or rebuild with --data-root set to "
+            f"a folder that contains all images")
 
     dup_rows = df.duplicated(keep="first")
     if dup_rows.any():

@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from medssl.errors import CheckpointError, ConfigError, OutputError
+from medssl.models.backbones import pool_tokens
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class ExportModule(nn.Module):
         z = (x - self.mean) / self.std
         if self.repeat == 3:
             z = z.expand(-1, 3, -1, -1)
-        f = self.net(z)
+        f = pool_tokens(self.net(z))   # a ViT's (tokens, hidden states) -> mean token; CNN features unchanged
         if self.head is None:
             return f
         if self.standardize:
@@ -113,11 +114,9 @@ def is_classifier_checkpoint(obj: dict) -> bool:
 def load_model(path: str | Path, *, init: str | None = None, init_seed: int | None = None,
                arch: str | None = None, in_channels: int | None = None, input_size: int | None = None) -> LoadedModel:
     """A cell's best.pt as a classifier, anything else as an encoder (see the module docstring)."""
-    from medssl.models.weights import load_weights_file
+    from medssl.models.weights import load_weights_file, resolve_weights_path
 
-    path = Path(path)
-    if path.is_dir():
-        raise CheckpointError(f"{path}: a folder; pass the model file (a cell's best.pt, or encoder.pt)")
+    path = resolve_weights_path(path)   # a MONAI bundle folder -> its models/model.pt
     obj = load_weights_file(path)
     if is_classifier_checkpoint(obj):
         return load_classifier(path, obj, init=init, init_seed=init_seed)
@@ -159,14 +158,17 @@ def resolve_init(init: str, checkpoint_path: Path) -> Path:
                           "relative to the checkpoint's folders); pass --init PATH (the same weights the cell used)")
 
 
-def _random_encoder(arch: str, in_channels: int, input_size: int, seed: int):
+def _random_encoder(arch: str, in_channels: int, input_size: int, seed: int, vit: dict | None = None):
     """The random init encoder exactly as `medssl.finetune.run.build_init_encoder` draws it."""
     from medssl.config import Config
     from medssl.finetune.run import build_init_encoder
 
+    vit = vit or {}
     cfg = Config()
     cfg.seed = int(seed)
     cfg.model.arch, cfg.model.in_channels, cfg.model.input_size = arch, int(in_channels), int(input_size)
+    cfg.model.patch_size = int(vit.get("patch_size") or cfg.model.patch_size)
+    cfg.model.vit_depth = vit.get("vit_depth")
     return build_init_encoder(cfg, "random")
 
 
@@ -177,14 +179,20 @@ def load_classifier(path: Path, obj: dict, *, init: str | None = None, init_seed
 
     mode = obj.get("mode")
     if mode not in EXPORTABLE_MODES:
-        raise CheckpointError(f"{path}: a {mode!r} cell cannot be exported (exportable modes: {list(EXPORTABLE_MODES)}); "
-                              "a kNN probe is a lookup into its training features, not a fixed network")
+        raise CheckpointError(f"{path}: a {mode!r} cell cannot be exported (exportable modes: "
+                              f"{list(EXPORTABLE_MODES)}); a kNN probe is a lookup into its training features, not a fixed network")
     arch, in_ch, size = str(obj["arch"]), int(obj["in_channels"]), int(obj["input_size"])
+    vit = {"patch_size": obj.get("patch_size"), "vit_depth": obj.get("vit_depth")}   # ViT cells only
     labels = [str(x) for x in obj["labels"]]
     used_init = str(init if init is not None else obj.get("init", "random"))
     init_format = None
     if isinstance(obj.get("encoder"), dict):
-        encoder = build_encoder(arch, in_ch, size)
+        if used_init != "random":   # only for the card (pretraining counts); the weights are in best.pt
+            try:
+                used_init = str(resolve_init(used_init, path))
+            except CheckpointError:
+                pass
+        encoder = build_encoder(arch, in_ch, size, **vit)
         try:
             encoder.net.load_state_dict(obj["encoder"], strict=True)
         except RuntimeError as e:
@@ -195,12 +203,12 @@ def load_classifier(path: Path, obj: dict, *, init: str | None = None, init_seed
             raise CheckpointError(
                 f"{path}: a linear probe on a random encoder, and best.pt does not record the seed it was drawn "
                 "from; pass --init-seed N (the study config's top-level `seed`, 0 by default)")
-        encoder = _random_encoder(arch, in_ch, size, int(seed))
+        encoder = _random_encoder(arch, in_ch, size, int(seed), vit)
         used_init = "random"
         init_format = f"random (seed {int(seed)})"
     else:
         init_path = resolve_init(used_init, path)
-        encoder = build_encoder(arch, in_ch, size)
+        encoder = build_encoder(arch, in_ch, size, **vit)
         load_encoder_weights(init_path, encoder)
         used_init = str(init_path)
         init_format = getattr(encoder, "weights_info", {}).get("format")
@@ -235,7 +243,8 @@ def load_encoder(path: Path, obj: dict | None = None, *, arch: str | None = None
     size = int(input_size or spec.get("input_size", 224))
     mean = float(spec.get("mean", DEFAULT_MEAN))
     std = float(spec.get("std", DEFAULT_STD))
-    encoder = Encoder(EncoderSpec(arch=arch, in_channels=in_ch, input_size=size, mean=mean, std=std))
+    vit = {"patch_size": spec.get("patch_size"), "vit_depth": spec.get("vit_depth")} if arch.startswith("vit_") else {}
+    encoder = Encoder(EncoderSpec(arch=arch, in_channels=in_ch, input_size=size, mean=mean, std=std, **vit))
     load_encoder_weights(path, encoder)
     module = ExportModule(encoder.net, mean=mean, std=std, in_channels=in_ch).eval()
     return LoadedModel(module, "encoder", arch, in_ch, size, mean, std, encoder.feature_dim, Path(path),
@@ -303,9 +312,13 @@ def export_onnx(model: LoadedModel, target: Path) -> float | None:
     with warnings.catch_warnings(), _quiet_onnx_logs():
         warnings.simplefilter("ignore")
         with atomic.atomic_path(target) as tmp:
-            torch.onnx.export(model.module, (example_input(model),), str(tmp), dynamo=True, external_data=False,
-                              input_names=["image"], output_names=[out_name], verbose=False,
-                              dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+            try:
+                torch.onnx.export(model.module, (example_input(model),), str(tmp), dynamo=True, external_data=False,
+                                  input_names=["image"], output_names=[out_name], verbose=False,
+                                  dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+            except TypeError:   # torch < 2.6 has no dynamo/external_data arguments: the TorchScript-based exporter
+                torch.onnx.export(model.module, (example_input(model),), str(tmp), input_names=["image"],
+                                  output_names=[out_name], dynamic_axes={"image": {0: "batch"}, out_name: {0: "batch"}})
     onnx.checker.check_model(str(target))
     try:
         import onnxruntime as ort

@@ -125,8 +125,8 @@ def card_data(model, *, files: dict, parity: dict, config: str | Path | None = N
         "input": {"name": "image", "shape": ["batch", 1, s, s], "dtype": "float32", "range": [0.0, 1.0],
                   "input_size": s, "preprocessing": PREPROCESSING},
         "normalisation": {"inside_model": True, "mean": model.mean, "std": model.std,
-                          "formula": "(x - mean) / std" + (", then the grey channel repeated x3" if model.in_channels == 3
-                                                           else "")},
+                          "formula": "(x - mean) / std"
+                          + (", then the grey channel repeated x3" if model.in_channels == 3 else "")},
         "output": ({"name": "probabilities", "shape": ["batch", len(model.labels)], "activation": "sigmoid",
                     "labels": list(model.labels)} if classifier else
                    {"name": "features", "shape": ["batch", model.feature_dim], "activation": None, "labels": None}),
@@ -141,7 +141,8 @@ def card_data(model, *, files: dict, parity: dict, config: str | Path | None = N
                    else None),
         "source": {"file": source.name, "sha256": sha256_file(source)},
         "files": {fmt: Path(p).name for fmt, p in files.items()},
-        "export_check": {fmt: {"max_abs_diff": d, "inputs": "uniform random, batches of 1 and 3"} for fmt, d in parity.items()},
+        "export_check": {fmt: {"max_abs_diff": d, "inputs": "uniform random, batches of 1 and 3"}
+                         for fmt, d in parity.items()},
     }
 
 
@@ -165,7 +166,7 @@ def card_markdown(card: dict) -> str:
     md = [f"# Model card: medssl {a['arch']} {title}", "",
           "## Model", "",
           f"- architecture: MONAI {a['arch']}, {a['in_channels']} input channel(s), {a['feature_dim']} features",
-          f"- files: " + ", ".join(f"`{f}` ({fmt})" for fmt, f in card["files"].items()),
+          "- files: " + ", ".join(f"`{f}` ({fmt})" for fmt, f in card["files"].items()),
           f"- input `{i['name']}`: float32 (batch, 1, {i['input_size']}, {i['input_size']}), values in [0, 1]",
           f"- normalisation inside the model: {n['formula']} with mean {n['mean']:g}, std {n['std']:g}",
           f"- output `{o['name']}`: " + (f"sigmoid probabilities (batch, {len(o['labels'])}), one per label"
@@ -177,8 +178,10 @@ def card_markdown(card: dict) -> str:
     md += ["## Training", ""]
     if card["kind"] == "classifier":
         b = t.get("label_budget") or {}
-        md += [f"- mode: {t['mode']}; init: {t['init']} ({t.get('init_format') or 'medssl'})",
-               f"- label budget: {_fmt(b.get('budget'))} (seed {_fmt(b.get('seed'))}): {_fmt(b.get('n_labeled'))} labeled "
+        fmt = f" ({t['init_format']})" if t.get("init_format") else ""
+        named = f"budget {b['budget']}, " if b.get("budget") is not None else ""
+        md += [f"- mode: {t['mode']}; init: {t['init']}{fmt}",
+               f"- label budget: {named}seed {_fmt(b.get('seed'))}: {_fmt(b.get('n_labeled'))} labeled "
                f"training images, {_fmt(b.get('n_val_labeled'))} labelled validation images",
                f"- selected on validation: {json.dumps(t.get('selected'))}", ""]
     else:

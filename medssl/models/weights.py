@@ -73,7 +73,8 @@ NESTED_KEYS = ("state_dict", "model", "network", "net", "model_state_dict", "sta
 #: How deep nested dicts are searched for the weights.
 MAX_NESTING = 3
 #: The first convolution's weight, per architecture family (where channel adaptation happens).
-FIRST_CONV = {"resnet": "conv1.weight", "densenet": "features.conv0.weight"}
+FIRST_CONV = {"resnet": "conv1.weight", "densenet": "features.conv0.weight",
+              "vit": "patch_embedding.patch_embeddings.weight"}   # a ViT's patch projection is a conv too
 #: torchxrayvision's input range is [-1024, 1024]: 2048 * x - 1024 for x in [0, 1].
 XRV_RANGE = 2048.0
 #: Files looked for inside a MONAI bundle folder, in order.
@@ -82,7 +83,9 @@ _SHOWN = 5
 
 
 def family(arch: str) -> str | None:
-    """"resnet", "densenet" or None (an architecture without a foreign-layout mapping)."""
+    """"resnet", "densenet", "vit" (MONAI's own layout only) or None."""
+    if arch.startswith("vit_"):
+        return "vit"
     if arch.startswith("resnet"):
         return "resnet"
     if arch.startswith("densenet"):

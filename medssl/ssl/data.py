@@ -70,9 +70,13 @@ def read_label_free(path, *, data_root=None) -> pd.DataFrame:
                              na_values=[""])
     except (ValueError, OSError, ImportError) as e:
         raise ManifestError(f"cannot read manifest {path}: {e}") from e
-    df = table.order_columns(df)
+    from medssl.manifest.handwritten import prepare
+
     root = data_root if data_root is not None else table._sidecar_root(path)
-    df.attrs = {"data_root": str(root)}
+    # the same normalisation as medssl.manifest.load (absolute paths rebased, blank study ids filled),
+    # so pretraining and the study see the same paths
+    df = prepare(df, root, explicit_root=data_root is not None, source=f"manifest {path}")
+    df.attrs = {"data_root": str(df.attrs.get("data_root", root))}
     validate(df, source=str(path))
     return df
 

@@ -236,12 +236,21 @@ def ensure_budgets(cfg, manifest_df: pd.DataFrame) -> pd.DataFrame:
     table = load_budgets(path) if path.is_file() else None
     wanted = [(b, s) for b in cfg.study.budgets for s in cfg.study.seeds]
     if table is not None:
-        try:
-            missing = [(b, s) for b, s in wanted if budget_rows(table, b, s).empty]
-        except Exception:  # a table without some budget raises in budget_rows
-            missing = wanted
+        missing = []
+        for b, s in wanted:
+            try:
+                if budget_rows(table, b, s).empty:
+                    missing.append((b, s))
+            except Exception:  # a table without that budget/seed raises in budget_rows
+                missing.append((b, s))
         if not missing:
             return table
+        if cfg.data.budgets:   # the user's own (e.g. imported, published) table: never overwrite it
+            from medssl.errors import SplitError
+
+            raise SplitError(f"data.budgets {path} has no rows for (budget, seed) {missing[:6]} of the study; "
+                             "add them to that table (medssl import-budgets / medssl split --budgets) or change "
+                             "study.budgets / study.seeds")
     table = label_subsets(manifest_df, cfg.study.budgets, cfg.study.seeds, labels=cfg.data.labels)
     atomic.write_table(path, table)
     log.info("study: labeled subsets written to %s", path)
@@ -343,11 +352,12 @@ def run_study(cfg, *, data_notes: str = DEFAULT_DATA_NOTES) -> tuple[pd.DataFram
     cfg = dataclasses.replace(cfg, study=dataclasses.replace(cfg.study, inits=pretrain_inits(cfg)))
     for name, path in cfg.study.inits.items():
         for run_path, _ in init_runs(path):
-            if run_path != RANDOM_INIT and not Path(run_path).is_file():
+            if run_path != RANDOM_INIT and not Path(run_path).exists():
                 from medssl.errors import CheckpointError
 
                 raise CheckpointError(f"study.inits.{name}: {run_path} does not exist (pretrain first, or remove it)")
     cells = list(grid(cfg.study.inits, cfg.study.modes, cfg.study.budgets, cfg.study.seeds))
+    atomic.write_text(out_dir / "config.yaml", dump_config(cfg))   # what the cells ran with (model cards hash it)
     results = run_grid(cells, out_dir, cell_fn)
     results, summary, paired = add_statistics(cfg, results, out_dir)
     warnings = study_warnings(cfg, summary)
