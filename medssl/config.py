@@ -64,15 +64,18 @@ class AugmentConfig:
 
 @dataclass
 class ModelConfig:
-    arch: Literal["resnet18", "resnet34", "resnet50", "densenet121"] = "resnet18"
+    arch: Literal["resnet18", "resnet34", "resnet50", "densenet121", "vit_tiny", "vit_small", "vit_base"] = "resnet18"
     in_channels: Literal[1, 3] = 1
     input_size: int = 224
+    patch_size: int = 16                     # ViT only: square patches; input_size must be divisible by it
+    vit_depth: Optional[int] = None          # ViT only: transformer blocks (None: 12, the size's own)
     channels_last: bool = False
 
 
 @dataclass
 class SSLConfig:
-    method: Literal["mocov2", "simclr", "byol", "triplet"] = "mocov2"
+    method: Literal["mocov2", "simclr", "byol", "triplet", "mae", "rotation", "jigsaw", "inpainting", "colorization", "colourisation",
+                    "simsiam", "barlowtwins", "vicreg", "swav", "dino", "mocov3"] = "mocov2"  # colo(u)risation: refused (grayscale)
     pairs: Literal["instance", "micle"] = "instance"
     pair_scope: Literal["patient", "study"] = "patient"
     pair_views: Optional[list[str]] = None
@@ -81,16 +84,45 @@ class SSLConfig:
     momentum: float = 0.999                  # MoCo key encoder / BYOL target EMA
     proj_hidden: int = 2048
     proj_dim: int = 128
-    pred_hidden: int = 4096                  # BYOL predictor
+    pred_hidden: int = 4096                  # BYOL / MoCo v3 predictor hidden; SimSiam bottleneck (paper 512)
     margin: float = 0.5                      # triplet
     triplet_distance: Literal["euclidean", "cosine"] = "euclidean"  # on L2-normalised embeddings
+    mask_ratio: float = 0.75                 # mae: fraction of patches hidden from the encoder
+    norm_pix_loss: bool = True               # mae: targets are pixels normalised per patch (mean 0, var 1)
+    decoder_dim: int = 256                   # mae: decoder width (light: narrower than the encoder)
+    decoder_depth: int = 4                   # mae: decoder transformer blocks
+    decoder_heads: int = 8                   # mae: decoder attention heads (decoder_dim divisible by it)
+    jigsaw_permutations: int = 100           # jigsaw: size of the fixed maximal-Hamming permutation set
+    jigsaw_tile_frac: float = 0.85           # jigsaw: tile side / cell side (random gap: no edge continuity)
+    inpaint_mask: Literal["random", "center"] = "random"  # inpainting: where the square hole goes
+    inpaint_frac: float = 0.5                # inpainting: hole side / image side (0.5: a quarter of the area)
+    # Barlow Twins / VICReg / SwAV / DINO / MoCo v3 (heads from proj_hidden, proj_dim; see medssl/ssl/<method>.py)
+    barlow_lambda: float = 5e-3              # barlowtwins: off-diagonal weight (paper 5e-3 at proj_dim 8192)
+    vicreg_sim_coeff: float = 25.0           # vicreg: invariance (MSE) weight
+    vicreg_std_coeff: float = 25.0           # vicreg: variance hinge weight
+    vicreg_cov_coeff: float = 1.0            # vicreg: covariance weight
+    vicreg_gamma: float = 1.0                # vicreg: target std of each embedding dimension
+    swav_prototypes: int = 3000              # swav: number of L2-normalised prototypes K
+    swav_temperature: float = 0.1            # swav: softmax temperature of the swapped prediction
+    swav_epsilon: float = 0.05               # swav: Sinkhorn entropy regularisation (smaller: harder codes)
+    swav_sinkhorn_iters: int = 3             # swav: Sinkhorn-Knopp iterations (over the global batch)
+    swav_queue_size: int = 0                 # swav: past embeddings per process joining the Sinkhorn (0: off)
+    swav_freeze_prototypes_iters: int = 0    # swav: prototypes get no gradient for this many training steps
+    multicrop_n: int = 0                     # swav, dino: extra low-resolution crops cut from the two views
+    multicrop_size: int = 96                 # swav, dino: side of those crops in pixels
+    multicrop_scale: list[float] = field(default_factory=lambda: [0.5, 1.0])  # their area fraction of a view;
+    #   below 0.5 is refused (the augmentation policies' crop bound: a small crop can cut out the finding)
+    dino_out_dim: int = 65536                # dino: head output dimension K (bottleneck: proj_dim)
+    dino_teacher_temp: float = 0.04          # dino: teacher softmax temperature (sharpening)
+    dino_student_temp: float = 0.1           # dino: student softmax temperature
+    dino_center_momentum: float = 0.9        # dino: EMA momentum of the centre (global batch mean of teacher output)
     mask_same_patient: bool = True           # drop negatives from the anchor's own patient (MoCo queue, SimCLR batch)
     shuffle_bn: bool = True                  # MoCo: shuffle BN across ranks (or SyncBN)
     bn_splits: int = 4                       # MoCo, one process: key BN statistics over this many chunks
     monitor_every_n_epochs: int = 1          # kNN/linear AUC on a labeled val set when one exists
     monitor: Literal["knn", "logreg"] = "knn"  # val monitor: kNN or logistic regression, patient-grouped CV
     monitor_max_images: int = 2000           # val images the monitor encodes (random subset beyond this)
-    momentum_schedule: Literal["auto", "constant", "cosine"] = "auto"  # auto: cosine ramp to 1 for byol
+    momentum_schedule: Literal["auto", "constant", "cosine"] = "auto"  # auto: cosine ramp to 1 for byol, dino, mocov3
     collapse_threshold: float = 0.01         # warn when feat_std (std of L2-normalised features) falls below
 
 
@@ -327,6 +359,7 @@ def with_overrides(cfg: Config, overrides: list[str]) -> Config:
 
 def _check_values(cfg: Config) -> None:
     """Range checks that types alone cannot express."""
+    _check_encoder_and_pretext(cfg)
     if not 0 <= cfg.data.val < 1 or not 0 <= cfg.data.test < 1 or cfg.data.val + cfg.data.test >= 1:
         raise ConfigError("data.val and data.test must be fractions in [0, 1) that sum to less than 1")
     if cfg.cache.size < 8:
@@ -353,6 +386,56 @@ def _check_values(cfg: Config) -> None:
             raise ConfigError(f"study.budgets: fraction {b} must be in (0, 1]; use an int for a count")
         if isinstance(b, int) and b < 1:
             raise ConfigError(f"study.budgets: count {b} must be >= 1")
+
+
+def _check_encoder_and_pretext(cfg: Config) -> None:
+    """ViT patch grid, MAE's need for a ViT, pretext-task ranges, and the refused colourisation task."""
+    m, s = cfg.model, cfg.ssl
+    if s.method in ("colorization", "colourisation"):
+        from medssl.ssl.colorization import refuse_colorization
+
+        refuse_colorization(s.method, cfg.data.modality)
+    vit = m.arch.startswith("vit_")
+    if vit and (m.patch_size < 1 or m.input_size % m.patch_size):
+        raise ConfigError(f"model.input_size {m.input_size} must be divisible by model.patch_size {m.patch_size} "
+                          f"for {m.arch} (the patch grid must tile the image)")
+    if m.vit_depth is not None and m.vit_depth < 1:
+        raise ConfigError(f"model.vit_depth must be >= 1 (or null for the size's 12 blocks), got {m.vit_depth}")
+    if s.method == "mae" and not vit:
+        raise ConfigError(f"ssl.method mae needs a ViT encoder (model.arch: vit_tiny, vit_small or vit_base), got "
+                          f"model.arch {m.arch}: MAE removes the masked patches from the encoder's input, which "
+                          "only a patch-token encoder can do (a CNN always sees the whole pixel grid)")
+    if not 0 < s.mask_ratio < 1:
+        raise ConfigError(f"ssl.mask_ratio must be in (0, 1), got {s.mask_ratio}")
+    if s.decoder_dim < 1 or s.decoder_depth < 1 or s.decoder_heads < 1 or s.decoder_dim % s.decoder_heads:
+        raise ConfigError("ssl.decoder_dim, decoder_depth, decoder_heads must be >= 1 and decoder_dim divisible by "
+                          f"decoder_heads, got {s.decoder_dim}, {s.decoder_depth}, {s.decoder_heads}")
+    if not 2 <= s.jigsaw_permutations <= 1000:
+        raise ConfigError(f"ssl.jigsaw_permutations must be in [2, 1000], got {s.jigsaw_permutations}")
+    if not 0 < s.jigsaw_tile_frac <= 1:
+        raise ConfigError(f"ssl.jigsaw_tile_frac must be in (0, 1], got {s.jigsaw_tile_frac}")
+    if not 0 < s.inpaint_frac < 1:
+        raise ConfigError(f"ssl.inpaint_frac must be in (0, 1), got {s.inpaint_frac}")
+    _check_joint_embedding(s)
+
+
+def _check_joint_embedding(s: SSLConfig) -> None:
+    """Ranges of the SimSiam / Barlow Twins / VICReg / SwAV / DINO / MoCo v3 settings, and the multi-crop bound."""
+    from medssl.ssl.multicrop import check_multicrop
+
+    check_multicrop(s.multicrop_n, s.multicrop_size, s.multicrop_scale)
+    if s.barlow_lambda < 0 or min(s.vicreg_sim_coeff, s.vicreg_std_coeff, s.vicreg_cov_coeff) < 0:
+        raise ConfigError("ssl.barlow_lambda and ssl.vicreg_*_coeff must be >= 0")
+    if s.vicreg_gamma <= 0:
+        raise ConfigError(f"ssl.vicreg_gamma must be > 0, got {s.vicreg_gamma}")
+    if s.swav_prototypes < 2 or s.swav_sinkhorn_iters < 1 or s.swav_queue_size < 0 or s.swav_freeze_prototypes_iters < 0:
+        raise ConfigError("ssl.swav_prototypes must be >= 2, swav_sinkhorn_iters >= 1, swav_queue_size and "
+                          "swav_freeze_prototypes_iters >= 0")
+    if min(s.swav_temperature, s.swav_epsilon, s.dino_teacher_temp, s.dino_student_temp) <= 0:
+        raise ConfigError("ssl.swav_temperature, swav_epsilon, dino_teacher_temp, dino_student_temp must be > 0")
+    if s.dino_out_dim < 2 or not 0 <= s.dino_center_momentum <= 1:
+        raise ConfigError(f"ssl.dino_out_dim must be >= 2 and ssl.dino_center_momentum in [0, 1], got "
+                          f"{s.dino_out_dim}, {s.dino_center_momentum}")
 
 
 def dump_config(cfg: Config) -> str:

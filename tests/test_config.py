@@ -33,7 +33,7 @@ def test_unknown_key_names_path_and_allowed(tmp_path):
 
 def test_invalid_literal_lists_choices():
     with pytest.raises(ConfigError) as e:
-        load_config(None, ["ssl.method=swav"])
+        load_config(None, ["ssl.method=no-such-method"])
     msg = str(e.value)
     assert "ssl.method" in msg and "mocov2" in msg and "byol" in msg
 

@@ -143,7 +143,9 @@ class DINOHead(nn.Module):
         return F.normalize(self.mlp(x), dim=-1)
 
     def logits(self, e: Tensor) -> Tensor:
-        return F.linear(e, F.normalize(self.last_layer, dim=1))
+        # float32 with autocast off: the cosines are divided by temperatures of 0.04-0.1 in the loss
+        with torch.autocast(device_type=e.device.type, enabled=False):
+            return F.linear(e.float(), F.normalize(self.last_layer.float(), dim=1))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.logits(self.embed(x))

@@ -111,8 +111,12 @@ def card_data(model, *, files: dict, parity: dict, config: str | Path | None = N
         budget = {"budget": (result or {}).get("budget"), "seed": ckpt.get("seed", (result or {}).get("seed")),
                   "n_labeled": (result or {}).get("n_labeled"), "n_val_labeled": (result or {}).get("n_val_labeled"),
                   "n_labels_total": (result or {}).get("n_labels_total")}
+    net = getattr(model.module, "net", None)
+    vit = {}
+    if hasattr(net, "patch_embedding"):   # a ViT: its patch grid and depth are part of its constructor
+        vit = {"patch_size": int(net.patch_embedding.patch_embeddings.kernel_size[0]), "vit_depth": len(net.blocks)}
     try:
-        monai = monai_constructor(model.arch, model.in_channels)
+        monai = monai_constructor(model.arch, model.in_channels, input_size=model.input_size, **vit)
     except Exception:  # an architecture without a recorded constructor: the card still describes the rest
         monai = None
     init_name = None if model.init is None else ("random" if model.init == "random" else Path(model.init).name)

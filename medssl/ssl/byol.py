@@ -22,6 +22,8 @@ class BYOL(nn.Module):
     """forward(view_a, view_b, patient=None) -> (loss, logs); `patient` is accepted and unused."""
 
     has_momentum_network = True
+    #: SyncBN under DDP, as in the BYOL paper (its BN statistics are global over the batch)
+    global_batchnorm = True
 
     def __init__(self, encoder: nn.Module, cfg: SSLConfig):
         super().__init__()

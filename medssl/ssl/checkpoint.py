@@ -88,12 +88,21 @@ def file_sha256(path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def monai_constructor(arch: str, in_channels: int = 1) -> dict:
+def monai_constructor(arch: str, in_channels: int = 1, *, input_size: int = 224, patch_size: int | None = None,
+                      vit_depth: int | None = None) -> dict:
     """How `medssl.models.backbones.monai_network` builds `arch`, as data for users without medssl.
 
     `{"factory": "monai.networks.nets.<name>", "kwargs": {...}, "after": "..."}`; a test checks
-    that building from this description gives a network the exported weights load into.
+    that building from this description gives a network the exported weights load into. A ViT's
+    entry adds "features": how its (tokens, hidden states) output becomes the (B, D) feature vector.
     """
+    from medssl.models.backbones import is_vit, vit_kwargs
+
+    if is_vit(arch):
+        return {"factory": "monai.networks.nets.ViT",
+                "kwargs": vit_kwargs(arch, in_channels, input_size, patch_size, vit_depth),
+                "after": None,
+                "features": "tokens, _ = net(x_normalised); features = tokens.mean(dim=1)   # (B, N, D) -> (B, D)"}
     if arch in ("resnet18", "resnet34", "resnet50"):
         return {"factory": f"monai.networks.nets.{arch}",
                 "kwargs": {"spatial_dims": 2, "n_input_channels": in_channels, "conv1_t_size": 7,
@@ -122,14 +131,14 @@ def export_backbone(ckpt_path, out) -> tuple[Path, Path]:
 
     Returns (weights path, json path). Both files are written atomically; the JSON last.
     """
-    from medssl.models.backbones import build_encoder
+    from medssl.models.backbones import encoder_from_config
     from medssl.models.weights import load_encoder_weights, safe_load
 
     ckpt_path, out = Path(ckpt_path), Path(out)
     ckpt = safe_load(ckpt_path)
     cfg = checkpoint_config(ckpt, ckpt_path)
     model = cfg["model"]
-    encoder = build_encoder(model["arch"], model["in_channels"], model["input_size"])
+    encoder = encoder_from_config(model)
     load_encoder_weights(ckpt_path, encoder)
     state = {k: v.detach().cpu().clone() for k, v in encoder.net.state_dict().items()}
     with atomic_path(out) as tmp:
@@ -140,7 +149,8 @@ def export_backbone(ckpt_path, out) -> tuple[Path, Path]:
         "normalisation": {"mean": spec["mean"], "std": spec["std"],
                           "applies_to": "float32 (B, C, H, W) in [0, 1], bright = dense: x' = (x - mean) / std"},
         "feature_dim": encoder.feature_dim,
-        "monai": monai_constructor(model["arch"], model["in_channels"]),
+        "monai": monai_constructor(model["arch"], model["in_channels"], input_size=spec["input_size"],
+                                   patch_size=spec.get("patch_size"), vit_depth=spec.get("vit_depth")),
         "ssl_method": cfg.get("ssl", {}).get("method"),
         "epoch": ckpt.get("epoch"),
         "global_step": ckpt.get("global_step"),

@@ -89,6 +89,26 @@ def nt_xent(z_a: Tensor, z_b: Tensor, temperature: float = 0.2, mask: Tensor | N
 
 
 @_float32
+def mocov3_loss(q: Tensor, k_all: Tensor, offset: int = 0, temperature: float = 0.2,
+                mask: Tensor | None = None) -> Tensor:
+    """MoCo v3's InfoNCE (Chen et al. 2021) with in-batch keys from all ranks, no queue.
+
+    q: (n, D) this rank's queries; k_all: (N, D) the momentum keys of the global batch (gathered,
+    no gradient), the positive of q[i] is k_all[offset + i] (offset = rank * n), every other key
+    a negative; mask: (n, N) bool, True drops that key as a negative (same patient; the positive
+    is never dropped). Multiplied by 2 * temperature as facebookresearch/moco-v3 does, which keeps
+    the gradient scale independent of the temperature (chance level: 2t ln N).
+    """
+    n = q.shape[0]
+    rows = torch.arange(n, device=q.device)
+    drop = torch.zeros(n, k_all.shape[0], dtype=torch.bool, device=q.device)
+    if mask is not None:
+        drop = mask.bool().clone()
+    drop[rows, rows + offset] = True        # the positive is info_nce's column 0, not a negative
+    return 2 * temperature * info_nce(q, k_all[offset:offset + n], k_all, temperature, drop)
+
+
+@_float32
 def byol_loss(p: Tensor, z: Tensor) -> Tensor:
     """BYOL regression loss 2 - 2 cos(p, z), averaged over the batch; p, z: (B, D).
 

@@ -61,6 +61,14 @@ class MoCo(nn.Module):
     """forward(view_a, view_b, patient=None) -> (loss, logs); view_a -> queries, view_b -> keys."""
 
     has_momentum_network = True
+    #: SyncBN under DDP only without shuffle-BN (its other remedy for BN leaking across the pair);
+    #: the class default matches the config default `ssl.shuffle_bn: true`, instances set their own
+    global_batchnorm = False
+
+    @staticmethod
+    def global_batchnorm_for(cfg: SSLConfig) -> bool:
+        """Whether a MoCo configured by `cfg` wants SyncBN under DDP (read by `wants_sync_batchnorm`)."""
+        return not cfg.shuffle_bn
 
     def __init__(self, encoder: nn.Module, cfg: SSLConfig):
         super().__init__()
@@ -71,6 +79,7 @@ class MoCo(nn.Module):
         self.temperature = cfg.temperature
         self.momentum = cfg.momentum               # the trainer may set a schedule value per step
         self.shuffle_bn = cfg.shuffle_bn
+        self.global_batchnorm = self.global_batchnorm_for(cfg)
         self.bn_splits = max(1, int(cfg.bn_splits))
         self.mask_same_patient = cfg.mask_same_patient
         self.register_buffer("queue", F.normalize(torch.randn(cfg.queue_size, cfg.proj_dim), dim=1))

@@ -26,14 +26,16 @@ from medssl.ssl.schedules import build_lr_scheduler, momentum_at
 log = logging.getLogger(__name__)
 
 #: Config entries a resumed run must share with its checkpoint (the weights' shapes depend on them).
-RESUME_MUST_MATCH = (("model", "arch"), ("model", "in_channels"), ("ssl", "method"), ("ssl", "proj_dim"),
+RESUME_MUST_MATCH = (("model", "arch"), ("model", "in_channels"), ("model", "patch_size"), ("model", "vit_depth"),
+                     ("ssl", "method"), ("ssl", "proj_dim"),
                      ("ssl", "proj_hidden"), ("ssl", "queue_size"))
 
 
 def momentum_schedule(cfg: Config) -> str:
     if cfg.ssl.momentum_schedule != "auto":
         return cfg.ssl.momentum_schedule
-    return "cosine" if cfg.ssl.method == "byol" else "constant"
+    # BYOL, DINO and MoCo v3 ramp their EMA momentum to 1 with a cosine in their papers
+    return "cosine" if cfg.ssl.method in ("byol", "dino", "mocov3") else "constant"
 
 
 class SSLModule(pl.LightningModule):
@@ -50,10 +52,10 @@ class SSLModule(pl.LightningModule):
                               "build an SSLModule directly")
         self.cfg = cfg
         self.save_hyperparameters({CONFIG_KEY: to_dict(cfg)})
-        from medssl.models.backbones import build_encoder
+        from medssl.models.backbones import encoder_from_config
         from medssl.ssl import build_method
 
-        encoder = build_encoder(cfg.model.arch, cfg.model.in_channels, cfg.model.input_size)
+        encoder = encoder_from_config(cfg.model)
         self.model = build_method(cfg.ssl.method, encoder, cfg.ssl)
         if cfg.model.channels_last:
             self.model.to(memory_format=torch.channels_last)

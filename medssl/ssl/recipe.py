@@ -97,10 +97,15 @@ def resolved_from_checkpoint(cfg, saved: dict):
 
 def chance_loss(cfg, size: DataSize) -> float | None:
     """The loss of features that tell nothing apart: ln(negatives + 1) for the InfoNCE-type methods
-    medssl knows the negative count of (MoCo v2: the queue; SimCLR: 2N - 2 in-batch negatives)."""
+    medssl knows the negative count of (MoCo v2: the queue; SimCLR: 2N - 2 in-batch negatives), ln(classes)
+    for the classification pretext tasks (rotation: 4; jigsaw: ssl.jigsaw_permutations)."""
     method = cfg.ssl.method
     if method == "mocov2" and isinstance(cfg.ssl.queue_size, int):
         return math.log(cfg.ssl.queue_size + 1)
     if method == "simclr":
         return math.log(2 * cfg.trainer.batch_size * size.world_size - 1)
+    if method == "rotation":   # a 4-way classifier that cannot tell the rotations apart
+        return math.log(4)
+    if method == "jigsaw":     # uniform over the fixed permutation set
+        return math.log(cfg.ssl.jigsaw_permutations)
     return None

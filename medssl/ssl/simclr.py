@@ -20,6 +20,9 @@ from medssl.ssl.single_network import SingleNetworkMethod
 class SimCLR(SingleNetworkMethod):
     """forward(view_a, view_b, patient=None) -> (loss, logs); both views are anchors."""
 
+    #: SyncBN under DDP: with per-rank BN statistics the contrastive task can cheat (SimCLR paper, 3.3)
+    global_batchnorm = True
+
     def __init__(self, encoder: nn.Module, cfg: SSLConfig):
         super().__init__()
         self.encoder = encoder

@@ -17,6 +17,8 @@ class SingleNetworkMethod(nn.Module):
     projector: nn.Module
     momentum = 0.0
     has_momentum_network = False
+    #: SyncBN under DDP (`distributed.wants_sync_batchnorm`); each method sets its own, default off
+    global_batchnorm = False
 
     def momentum_update(self, m: float | None = None) -> None:
         """No momentum network: nothing to update."""

@@ -23,6 +23,7 @@ from typing import Optional, Union
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.plugins import TorchSyncBatchNorm
 
 from medssl.atomic import write_text
 from medssl.config import Config, dump_config
@@ -121,8 +122,49 @@ def build_callbacks(cfg: Config, *, has_monitor: bool) -> list[Callback]:
     return callbacks
 
 
+class GlobalBatchNorm(TorchSyncBatchNorm):
+    """Lightning's `sync_batchnorm=True` plugin, also for CPU (gloo) runs.
+
+    On GPUs the same as Lightning's own (torch's SyncBatchNorm). torch (2.13) has no CPU
+    SyncBatchNorm (DDP refuses it in a CPU module), so on CPU the layers become
+    `medssl.ssl.distributed.CPUSyncBatchNorm`. The device is `device_type`, or (None) the one the
+    strategy puts the model on (`apply` runs in the strategy's setup, before the model moves).
+    """
+
+    def __init__(self, device_type: Optional[str] = None):
+        self.device_type = device_type
+
+    def apply(self, model: torch.nn.Module) -> torch.nn.Module:
+        from medssl.ssl.distributed import to_sync_batchnorm
+
+        device = self.device_type
+        if device is None:
+            trainer = getattr(model, "_trainer", None)
+            device = trainer.strategy.root_device.type if trainer is not None else "cuda"
+        return to_sync_batchnorm(model, device)
+
+    def revert(self, model: torch.nn.Module) -> torch.nn.Module:
+        from medssl.ssl.distributed import cpu_sync_batchnorm_to_torch
+
+        return super().revert(cpu_sync_batchnorm_to_torch(model))
+
+
+def is_multi_process(cfg: Config) -> bool:
+    """Whether the run has (or may have) several processes: > 1 planned, or a DDP/FSDP strategy."""
+    return planned_world_size(cfg) > 1 or str(cfg.trainer.strategy).startswith(("ddp", "fsdp"))
+
+
+def uses_sync_batchnorm(cfg: Config) -> bool:
+    """SyncBN for this run: a multi-process run of a method that wants global BN statistics
+    (`medssl.ssl.distributed.wants_sync_batchnorm`: SimCLR, BYOL, triplet; MoCo without shuffle-BN)."""
+    from medssl.ssl.distributed import wants_sync_batchnorm
+
+    return is_multi_process(cfg) and wants_sync_batchnorm(cfg.ssl)
+
+
 def build_trainer(cfg: Config, *, has_monitor: bool = False, extra_callbacks: Optional[list] = None) -> pl.Trainer:
-    """A Trainer configured from `cfg.trainer` with atomic checkpoints and CSV + TensorBoard loggers."""
+    """A Trainer configured from `cfg.trainer` with atomic checkpoints and CSV + TensorBoard loggers;
+    `sync_batchnorm` on when `uses_sync_batchnorm(cfg)` (with the CPU-capable `GlobalBatchNorm`)."""
     from lightning.pytorch.loggers import TensorBoardLogger
 
     from medssl.ssl.logs import AtomicCSVLogger, FlushLogsAfterCheckpoint
@@ -131,6 +173,7 @@ def build_trainer(cfg: Config, *, has_monitor: bool = False, extra_callbacks: Op
     logs = run_dirs(t.output_dir)["logs"]
     # CSV files are replaced whole (kill-safe); TensorBoard's CRC-framed records need no such care (see logs.py)
     loggers = [AtomicCSVLogger(logs, name="csv"), TensorBoardLogger(logs, name="tensorboard", default_hp_metric=False)]
+    sync_bn = uses_sync_batchnorm(cfg)
     return pl.Trainer(
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
         precision=resolve_precision(t.precision), max_epochs=t.max_epochs, max_steps=t.max_steps,
@@ -138,7 +181,8 @@ def build_trainer(cfg: Config, *, has_monitor: bool = False, extra_callbacks: Op
         log_every_n_steps=t.log_every_n_steps, enable_progress_bar=t.progress_bar,
         callbacks=build_callbacks(cfg, has_monitor=has_monitor) + [FlushLogsAfterCheckpoint()]
         + list(extra_callbacks or []),
-        logger=loggers, plugins=[AtomicCheckpointIO()], default_root_dir=t.output_dir,
+        sync_batchnorm=sync_bn, logger=loggers, default_root_dir=t.output_dir,
+        plugins=[AtomicCheckpointIO()] + ([GlobalBatchNorm()] if sync_bn else []),
         use_distributed_sampler=False,  # the data module shards batches per rank itself
         num_sanity_val_steps=0, limit_val_batches=0, enable_model_summary=False,
     )

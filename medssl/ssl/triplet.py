@@ -37,6 +37,9 @@ def pick_negatives(patient: Tensor | None, batch_size: int) -> tuple[Tensor, Ten
 class Triplet(SingleNetworkMethod):
     """forward(view_a, view_b, patient=None) -> (loss, logs)."""
 
+    #: SyncBN under DDP: one batch statistic for anchors, positives and negatives of all ranks
+    global_batchnorm = True
+
     def __init__(self, encoder: nn.Module, cfg: SSLConfig):
         super().__init__()
         self.encoder = encoder

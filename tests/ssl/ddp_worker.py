@@ -9,6 +9,11 @@ DistributedDataParallel), which write OUT_DIR/rank{RANK}.pt. Methods:
   simclr_naive  the same with a gather whose backward returns only the local gradient slice:
                 the known bug the test must be able to detect
   mocov2        train mode, shuffle-BN across ranks, a BN-free tiny encoder, 2 SGD steps with EMA
+  simclr_syncbn train mode, BatchNorm encoder + BN head, BN converted to SyncBN on the ranks by the
+                plugin `build_trainer` gives Lightning (`medssl.ssl.train.GlobalBatchNorm`; on CPU its
+                layers are `distributed.CPUSyncBatchNorm`)
+  simclr_bn_per_rank  the same without the conversion (per-rank BN statistics): the negative control
+  byol_syncbn   train mode, BatchNorm encoder + BN heads (online and EMA target), SyncBN on the ranks
 """
 
 from __future__ import annotations
@@ -24,14 +29,17 @@ import torch.distributed as dist
 from medssl.config import SSLConfig
 from medssl.ssl import build_method
 from medssl.ssl import distributed as D
-from tests.ssl.tiny import TinyEncoder, fixed_batch
+from medssl.ssl.train import GlobalBatchNorm
+from tests.ssl.tiny import TinyBNEncoder, TinyEncoder, fixed_batch
 
 WORLD = 2
 GLOBAL_BATCH = 8
 STEPS = 2
 #: Patient codes with repeats inside and across the rank halves, so masks cross ranks.
 PATIENTS = [torch.tensor([0, 1, 2, 0, 3, 1, 4, 2]), torch.tensor([5, 3, 6, 5, 0, 7, 3, 1])]
-METHODS = ("simclr", "simclr_naive", "mocov2")
+METHODS = ("simclr", "simclr_naive", "mocov2", "simclr_syncbn", "simclr_bn_per_rank", "byol_syncbn")
+#: Runs whose encoder has BatchNorm and which train in train mode (batch statistics).
+BATCHNORM_RUNS = ("simclr_syncbn", "simclr_bn_per_rank", "byol_syncbn")
 
 
 def _naive_backward(ctx, grad):
@@ -41,21 +49,26 @@ def _naive_backward(ctx, grad):
 
 def _build(name: str):
     torch.manual_seed(0)
-    method = "simclr" if name.startswith("simclr") else name
-    cfg = SSLConfig(method=method, proj_hidden=32, proj_dim=8, queue_size=12, temperature=0.3, momentum=0.9)
-    model = build_method(method, TinyEncoder(), cfg)
-    return model.eval() if method == "simclr" else model.train()
+    method = name.split("_")[0]
+    cfg = SSLConfig(method=method, proj_hidden=32, proj_dim=8, pred_hidden=32, queue_size=12, temperature=0.3,
+                    momentum=0.9)
+    model = build_method(method, TinyBNEncoder() if name in BATCHNORM_RUNS else TinyEncoder(), cfg)
+    return model.eval() if name in ("simclr", "simclr_naive") else model.train()
 
 
 def _run(name: str, rank: int, world: int) -> dict:
     model = _build(name)
+    if world > 1 and name.endswith("_syncbn"):
+        model = GlobalBatchNorm("cpu").apply(model)  # what Lightning's DDP strategy does with sync_batchnorm=True
     inner = model
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model)
     opt = torch.optim.SGD([p for p in inner.parameters() if p.requires_grad], lr=0.5)
     n = GLOBAL_BATCH // world
     rows = slice(rank * n, (rank + 1) * n)
-    out = {"loss": [], "grads": [], "queue": [], "expected_keys": []}
+    out = {"loss": [], "grads": [], "queue": [], "expected_keys": [],
+           "sync_layers": sum(isinstance(m, D.CPUSyncBatchNorm) for m in inner.modules()),
+           "bn_layers": sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in inner.modules())}
     for step in range(STEPS):
         view_a, view_b = fixed_batch(GLOBAL_BATCH, size=16, seed=step)
         if name == "mocov2":
@@ -73,6 +86,7 @@ def _run(name: str, rank: int, world: int) -> dict:
         if name == "mocov2":
             out["queue"].append({"queue": inner.queue.clone(), "patient": inner.queue_patient.clone(),
                                  "ptr": inner.queue_ptr.clone()})
+    out["bn_running"] = {k: b.clone() for k, b in inner.named_buffers() if k.endswith(("running_mean", "running_var"))}
     return out
 
 

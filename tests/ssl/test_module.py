@@ -17,11 +17,32 @@ from medssl.ssl.train import run_pretrain
 from tests.ssl._pretrain_data import step_losses, tiny_config, tiny_dataset
 
 # method -> overrides that make a handful of CPU steps show learning on 8 real images (MoCo: below).
+# At optim.lr=0.05 the loss fell too, but by collapse: SimCLR's and triplet's feat_std fell to 0.4x
+# (SimCLR's loss back at chance ln 15, pos_sim - neg_sim 0.14 -> 0.03) and BYOL's predictor output
+# became near-constant (feat_std 0.138 -> 0.040: it predicts the mean target for every image).
 LEARNS = {
-    "simclr": ("optim.lr=0.05",),
-    "byol": ("optim.lr=0.05",),
-    "triplet": ("optim.lr=0.05",),
+    "simclr": ("optim.lr=0.01",),
+    "byol": ("optim.lr=0.005",),
+    "triplet": ("optim.lr=0.01",),
 }
+
+
+def _predictor_feat_std(cfg, checkpoint) -> float:
+    """feat_std of BYOL's predictions for one real batch (both views, BN on batch statistics as in
+    training) from `checkpoint`: near 0 when the predictor answers every image alike."""
+    from medssl.models.weights import safe_load
+    from medssl.ssl.losses import feature_std
+    from medssl.ssl.module import SSLModule
+
+    module = SSLModule(cfg)
+    module.load_state_dict(safe_load(checkpoint)["state_dict"])
+    dm = PretrainDataModule(cfg)
+    dm.setup("fit")
+    batch = dm.on_after_batch_transfer(dm.dataset[(0, 0)], 0)
+    byol = module.model.train()
+    with torch.no_grad():
+        return float(feature_std(byol.predictor(byol.projector(byol.encoder(torch.cat([batch["view_a"],
+                                                                                         batch["view_b"]]))))))
 
 
 @pytest.mark.parametrize("method", sorted(LEARNS))
@@ -35,6 +56,16 @@ def test_each_method_lowers_its_loss_on_real_images(tmp_path, method):
     assert len(losses) == 10 and all(math.isfinite(v) for v in losses)
     start, end = np.mean(losses[1:4]), np.mean(losses[-3:])
     assert end < start, f"{method}: loss {losses}"
+    # ...and not by collapsing: the (projector) features keep their spread, scale 1/sqrt(proj_dim)
+    std = list(step_losses(out, "feat_std_step").values())
+    assert np.mean(std[-3:]) > 0.5 * std[0], f"{method}: feat_std {std}"
+    if method == "byol":  # BYOL can also lower its loss by predicting one (the mean) target for all
+        pred_std = _predictor_feat_std(cfg, result.last_checkpoint)
+        assert pred_std > 0.5 / math.sqrt(cfg.ssl.proj_dim), f"byol: predictor feat_std {pred_std}"
+    else:  # contrastive: each view ends up nearer its own pair than the other images
+        gap = [p - n for p, n in zip(step_losses(out, "pos_sim_step").values(),
+                                     step_losses(out, "neg_sim_step").values())]
+        assert np.mean(gap[-3:]) > 0.1, f"{method}: pos_sim - neg_sim {gap}"
     assert result.encoder.is_file() and result.last_checkpoint.is_file()
     logged = pd.read_csv(next((out / "logs" / "csv").glob("version_*/metrics.csv")))
     for column in ("lr", "pos_sim_step", "neg_sim_step", "feat_std_step"):

@@ -37,6 +37,19 @@ class TinyEncoder(nn.Module):
         return self.net((x - 0.5) / 0.25)
 
 
+class TinyBNEncoder(TinyEncoder):
+    """TinyEncoder with BatchNorm after each convolution: in train mode its output depends on the
+    whole batch, so DDP ranks match one process only with BN statistics synchronised over ranks."""
+
+    def __init__(self, feature_dim: int = 16):
+        super().__init__(feature_dim)
+        self.net = nn.Sequential(
+            nn.Conv2d(1, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+            nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(64, feature_dim),
+        )
+
+
 def fixed_batch(n: int, size: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Two views (n, 1, size, size) in [0, 1] of n distinct smooth random images (different noise per view)."""
     g = torch.Generator().manual_seed(seed)
