@@ -172,7 +172,8 @@ class FinetuneConfig:
     class_weights: bool = False
     budget: Optional[Union[int, float]] = None   # labeled images (int) or fraction (float); None = all
     budget_seed: int = 0
-    epochs: int = 30                          # full fine-tuning epochs per trial
+    epochs: int = 30                          # full fine-tuning epochs per trial (at least ...)
+    min_steps: int = 0                         # ... enough epochs for this many optimizer steps per trial
     lr: float = 1e-3                          # full fine-tuning lr when lr_grid is empty
     lr_grid: list[float] = field(default_factory=lambda: [3e-4, 1e-3, 3e-3])  # full: one trial per lr, best on val
     encoder_lr_mult: float = 1.0              # full, pretrained inits: encoder lr = lr * this (random init: 1.0)

@@ -161,6 +161,16 @@ def _loader(images, labeled: fd.LabeledSet, cfg: Config, *, shuffle: bool, seed:
                       num_workers=workers, persistent_workers=workers > 0)
 
 
+def finetune_epochs(cfg: Config, n_train: int) -> int:
+    """Epochs of one full fine-tuning trial: finetune.epochs, or more so that the trial takes at least
+    finetune.min_steps optimizer steps (50 labels at batch 64 are one step per epoch: 8 epochs would
+    be 8 steps, an untrained network and an unfair random-init baseline)."""
+    ft = cfg.finetune
+    bs = int(ft.batch_size)
+    steps_per_epoch = max(1, n_train // bs if n_train > bs else 1)   # drop_last when more than a batch
+    return max(int(ft.epochs), -(-int(ft.min_steps) // steps_per_epoch))
+
+
 def _fit_full(cfg, encoder, images, train: fd.LabeledSet, val: fd.LabeledSet, labels, tasks, seed, augment,
               *, lr: float, encoder_lr_mult: float):
     """End-to-end fine-tuning with Lightning at one learning rate; returns the FinetuneModule (best epoch inside)."""
@@ -169,13 +179,14 @@ def _fit_full(cfg, encoder, images, train: fd.LabeledSet, val: fd.LabeledSet, la
     from medssl.finetune.module import Classifier, FinetuneModule
 
     ft = cfg.finetune
+    epochs = finetune_epochs(cfg, len(train))
     pl.seed_everything(int(seed), workers=True, verbose=False)
     model = Classifier(encoder, len(labels), cfg.model.input_size)
     module = FinetuneModule(model, val, labels, lr=lr, encoder_lr_mult=encoder_lr_mult,
-                            weight_decay=ft.weight_decay, epochs=ft.epochs, tasks=tasks,
+                            weight_decay=ft.weight_decay, epochs=epochs, tasks=tasks,
                             pos_weight=class_pos_weight(train.targets, train.mask) if ft.class_weights else None,
                             augment=augment, seed=seed)
-    trainer = pl.Trainer(max_epochs=ft.epochs, accelerator=cfg.trainer.accelerator, devices=1,
+    trainer = pl.Trainer(max_epochs=epochs, accelerator=cfg.trainer.accelerator, devices=1,
                          precision=cfg.trainer.precision, deterministic=cfg.trainer.deterministic,
                          logger=False, enable_checkpointing=False, enable_model_summary=False,
                          enable_progress_bar=cfg.trainer.progress_bar, num_sanity_val_steps=0,

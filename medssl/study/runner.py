@@ -2,6 +2,9 @@
 
 Each finished cell writes `cells/<key>.json` atomically; a rerun after a crash skips every cell
 whose JSON exists, so no finished cell is recomputed. `results.csv` is rebuilt from the cell files.
+A cell being run is locked (`cells/<key>.lock`, `medssl.study.locks`), so processes sharing the
+folder (the shards of `medssl study --shard i/n`, `medssl.study.shards`, or a duplicate launch)
+never train the same cell twice.
 
 File paths in both (`init_path`, `checkpoint`, `predictions`, `metrics`) are portable: relative to the
 study folder when inside it, else relative to the working directory when inside that, else absolute;
@@ -15,7 +18,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -23,6 +26,7 @@ import pandas as pd
 
 from medssl import atomic
 from medssl.evaluate import json_safe
+from medssl.study import locks
 from medssl.splits import budget_label
 from medssl.study.report import write_report
 
@@ -103,6 +107,33 @@ def pretrain_spec(value) -> dict | None:
     return value
 
 
+def spec_runs(cfg) -> Iterator[tuple[str, dict | None, list[tuple[int, Path]]]]:
+    """(name, spec, [(pretraining seed, run folder)]) per `study.inits` entry; spec None (and no
+    runs) for a path. Run folders: study.output_dir/pretrain/<name> for the first seed, else
+    <name>-seed<s>; the encoder is `<folder>/encoder.pt`."""
+    for name, value in cfg.study.inits.items():
+        spec = pretrain_spec(value)
+        if spec is None:
+            yield name, None, []
+            continue
+        seeds = [int(x) for x in spec.get("seeds", cfg.study.pretrain_seeds)]
+        yield name, spec, [(seed, Path(cfg.study.output_dir) / "pretrain" / (name if i == 0 else f"{name}-seed{seed}"))
+                           for i, seed in enumerate(seeds)]
+
+
+def planned_inits(cfg) -> dict:
+    """`study.inits` with every pretraining spec replaced by the encoder path(s) `pretrain_inits`
+    gives it, without pretraining anything (the paths may not exist yet)."""
+    resolved = {}
+    for name, spec, runs in spec_runs(cfg):
+        if spec is None:
+            resolved[name] = cfg.study.inits[name]
+            continue
+        paths = [str(folder / "encoder.pt") for _, folder in runs]
+        resolved[name] = paths if len(paths) > 1 else paths[0]
+    return resolved
+
+
 def pretrain_inits(cfg, *, log_to=print) -> dict:
     """`study.inits` with every pretraining spec replaced by its encoder path(s), pretraining what is
     missing (resumable: a finished run is reused, an interrupted one continues from last.ckpt)."""
@@ -110,15 +141,12 @@ def pretrain_inits(cfg, *, log_to=print) -> dict:
     from medssl.ssl.train import AUTO, run_pretrain
 
     resolved = {}
-    for name, value in cfg.study.inits.items():
-        spec = pretrain_spec(value)
+    for name, spec, runs in spec_runs(cfg):
         if spec is None:
-            resolved[name] = value
+            resolved[name] = cfg.study.inits[name]
             continue
-        seeds = [int(x) for x in spec.get("seeds", cfg.study.pretrain_seeds)]
         paths = []
-        for i, seed in enumerate(seeds):
-            folder = Path(cfg.study.output_dir) / "pretrain" / (name if i == 0 else f"{name}-seed{seed}")
+        for seed, folder in runs:
             encoder = folder / "encoder.pt"
             if not encoder.is_file():
                 # strings as given (YAML scalars), anything else as JSON, which is YAML too
@@ -163,30 +191,80 @@ def grid(inits: dict, modes: list[str], budgets: list, seeds: list[int]) -> Iter
 CellFn = Callable[[Cell, Path], dict]
 
 
-def run_grid(cells: list[Cell], out_dir: str | Path, cell_fn: CellFn) -> pd.DataFrame:
-    """Run every cell that has no result file yet; return the tidy results table (also written to results.csv).
+@dataclass
+class CellRun:
+    """What `run_cells` did: keys it ran and found finished, and the locks it could not take
+    (`LockResult.describe()` dicts): held by a live (or recent) process, probably stale (another
+    host, older than the timeout: reported, never broken), or taken over from a dead process."""
+    ran: list[str] = field(default_factory=list)
+    done: list[str] = field(default_factory=list)
+    held: list[dict] = field(default_factory=list)
+    stale: list[dict] = field(default_factory=list)
+    taken_over: list[dict] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"ran": self.ran, "already_done": self.done, "held": self.held, "stale_locks": self.stale,
+                "taken_over": self.taken_over}
+
+
+def run_cells(cells: list[Cell], out_dir: str | Path, cell_fn: CellFn, *,
+              lock_timeout_s: float = locks.DEFAULT_TIMEOUT_S, shard: str | None = None) -> CellRun:
+    """Run every cell of `cells` that has no result file and whose lock this process gets.
 
     `cell_fn(cell, cell_dir)` trains and evaluates one cell and returns a flat dict with at least
-    n_labeled, mean_auc, mean_auc_ci_low, mean_auc_ci_high and auc_<label> per class.
+    n_labeled, mean_auc, mean_auc_ci_low, mean_auc_ci_high and auc_<label> per class; the row is
+    written atomically to cells/<key>.json. A cell locked by another process is skipped and listed.
     """
     out_dir = Path(out_dir)
     cell_dir = out_dir / "cells"
-    done, ran = 0, 0
+    run = CellRun()
     for i, cell in enumerate(cells, 1):
         result_path = cell_dir / f"{cell.key}.json"
         if result_path.is_file():
-            done += 1
+            run.done.append(cell.key)
             continue
-        t0 = time.perf_counter()
-        log.info("cell %d/%d: %s", i, len(cells), cell.key)
-        metrics = cell_fn(cell, cell_dir / cell.key)
-        row = {"init": cell.init, "init_path": cell.init_path, "mode": cell.mode,
-               "budget": budget_label(cell.budget), "seed": cell.seed, "key": cell.key,
-               **({} if cell.pretrain_seed is None else {"pretrain_seed": cell.pretrain_seed}),
-               **metrics, "seconds": round(time.perf_counter() - t0, 2)}
-        atomic.write_json(result_path, json_safe(portable_row(row, out_dir)))
-        ran += 1
-    log.info("study: %d cells run, %d already finished", ran, done)
+        lock = locks.acquire(cell_dir / f"{cell.key}.lock", timeout_s=lock_timeout_s, shard=shard)
+        if not lock.acquired:
+            info = lock.describe()
+            if lock.stale:
+                log.warning("cell %s: locked by host %s pid %s since %s (%.1f h, longer than the lock timeout); "
+                            "skipped. If that process is gone, delete %s and rerun", cell.key, info["host"],
+                            info["pid"], info["since"], info["age_h"] or 0.0, lock.path)
+                run.stale.append(info)
+            else:
+                log.info("cell %s: being run by host %s pid %s (lock %s); skipped", cell.key, info["host"],
+                         info["pid"], lock.path)
+                run.held.append(info)
+            continue
+        try:
+            if result_path.is_file():   # finished by its previous holder between our check and the lock
+                run.done.append(cell.key)
+                continue
+            if lock.took_over:
+                run.taken_over.append({"key": cell.key, "host": lock.took_over.get("host"),
+                                       "pid": lock.took_over.get("pid")})
+            t0 = time.perf_counter()
+            log.info("cell %d/%d: %s", i, len(cells), cell.key)
+            metrics = cell_fn(cell, cell_dir / cell.key)
+            row = {"init": cell.init, "init_path": cell.init_path, "mode": cell.mode,
+                   "budget": budget_label(cell.budget), "seed": cell.seed, "key": cell.key,
+                   **({} if cell.pretrain_seed is None else {"pretrain_seed": cell.pretrain_seed}),
+                   **metrics, "seconds": round(time.perf_counter() - t0, 2)}
+            atomic.write_json(result_path, json_safe(portable_row(row, out_dir)))
+            run.ran.append(cell.key)
+        finally:
+            lock.release()   # also on failure: the cell is not finished, the next run retries it
+    log.info("study: %d cells run, %d already finished, %d held by other processes", len(run.ran), len(run.done),
+             len(run.held) + len(run.stale))
+    return run
+
+
+def run_grid(cells: list[Cell], out_dir: str | Path, cell_fn: CellFn, *,
+             lock_timeout_s: float = locks.DEFAULT_TIMEOUT_S) -> pd.DataFrame:
+    """Run every cell that has no result file yet (`run_cells`); return the tidy results table of the
+    finished cells (also written to results.csv). Cells locked by other processes are left out."""
+    out_dir = Path(out_dir)
+    run_cells(cells, out_dir, cell_fn, lock_timeout_s=lock_timeout_s)
     results = collect(out_dir, cells)
     atomic.write_table(out_dir / "results.csv", results)
     return results
@@ -224,25 +302,33 @@ def budgets_path_of(cfg) -> Path:
     return Path(cfg.data.budgets) if cfg.data.budgets else budgets_path(cfg.data.manifest)
 
 
+def missing_budgets(cfg, table: pd.DataFrame) -> list:
+    """(budget, seed) pairs of the study that the budgets table has no rows for."""
+    from medssl.splits import budget_rows
+
+    missing = []
+    for b in cfg.study.budgets:
+        for s in cfg.study.seeds:
+            try:
+                if budget_rows(table, b, s).empty:
+                    missing.append((b, s))
+            except Exception:  # a table without that budget/seed raises in budget_rows
+                missing.append((b, s))
+    return missing
+
+
 def ensure_budgets(cfg, manifest_df: pd.DataFrame) -> pd.DataFrame:
     """The budgets table covering every (budget, seed) of the study; missing ones are drawn and saved.
 
     Drawing is deterministic per seed and nested, so adding a budget later never changes the rows of
     existing ones for the same seed.
     """
-    from medssl.splits import budget_rows, label_subsets, load_budgets
+    from medssl.splits import label_subsets, load_budgets
 
     path = budgets_path_of(cfg)
     table = load_budgets(path) if path.is_file() else None
-    wanted = [(b, s) for b in cfg.study.budgets for s in cfg.study.seeds]
     if table is not None:
-        missing = []
-        for b, s in wanted:
-            try:
-                if budget_rows(table, b, s).empty:
-                    missing.append((b, s))
-            except Exception:  # a table without that budget/seed raises in budget_rows
-                missing.append((b, s))
+        missing = missing_budgets(cfg, table)
         if not missing:
             return table
         if cfg.data.budgets:   # the user's own (e.g. imported, published) table: never overwrite it
@@ -276,7 +362,9 @@ def search_description(cfg) -> str:
         f"- logistic probe (`linear`): L2 logistic regression per label on standardised frozen features, C chosen "
         f"on val from {{{', '.join(f'{c:g}' for c in ft.probe_Cs)}}}.",
         f"- kNN probe (`knn`): cosine similarity-weighted vote, k chosen on val from {{{', '.join(map(str, ft.knn_ks))}}}.",
-        f"- full fine-tuning (`full`): AdamW, cosine schedule, {ft.epochs} epochs per trial, one trial per learning "
+        f"- full fine-tuning (`full`): AdamW, cosine schedule, {ft.epochs} epochs per trial"
+        + (f" (more at small budgets: at least {ft.min_steps} optimizer steps)" if ft.min_steps else "")
+        + ", one trial per learning "
         f"rate in {{{lrs}}} ({len(ft.lr_grid or [ft.lr])} trials for every init); encoder lr multiplier 1.0 for the "
         f"random init, {ft.encoder_lr_mult:g} for pretrained inits; the (trial, epoch) with the best val mean AUC is kept.",
         f"- labelled validation subset per cell: `study.val_labels = {cfg.study.val_labels}` "
@@ -316,51 +404,69 @@ def study_warnings(cfg, summary: pd.DataFrame) -> list[str]:
     return out
 
 
-def run_study(cfg, *, data_notes: str = DEFAULT_DATA_NOTES) -> tuple[pd.DataFrame, Path]:
-    """Run the grid of `cfg.study` on `cfg.data.manifest` (resumable) and write the report.
-
-    Returns the results table and the report path. Cells already finished under
-    `study.output_dir/cells/` are not rerun.
-    """
-    from medssl.config import dump_config
-    from medssl.finetune import data as fd
-    from medssl.finetune.run import augment_from_config, finetune_cell
+def _study_manifest(cfg) -> pd.DataFrame:
     from medssl.manifest import load
-    from medssl.ssl.data import cache_dir_of, ensure_cache
 
-    out_dir = Path(cfg.study.output_dir)
     df = load(cfg.data.manifest, data_root=cfg.data.data_root).reset_index(drop=True)
     if "split" not in df.columns:
         from medssl.errors import ManifestError
 
         raise ManifestError(f"{cfg.data.manifest}: no split column; run `medssl split` first")
-    budgets_df = ensure_budgets(cfg, df)
-    ensure_cache(cfg, df)
-    from medssl.cache import open_cache
+    return df
 
-    images = open_cache(cache_dir_of(cfg), df, size=cfg.cache.size, dtype=cfg.cache.dtype, window=cfg.cache.window)
-    augment = augment_from_config(cfg) if "full" in cfg.study.modes else None
-    feature_dir = out_dir / "features"
 
-    def cell_fn(cell: Cell, cell_dir: Path) -> dict:
-        return finetune_cell(cfg, manifest_df=df, images=images, budgets_df=budgets_df, init=cell.init_path,
-                             mode=cell.mode, budget=cell.budget, seed=cell.seed, out_dir=cell_dir,
-                             feature_dir=feature_dir, augment=augment if cell.mode == "full" else None)
-
+def _with_inits(cfg, inits: dict):
+    """cfg with study.inits replaced (encoder paths instead of pretraining specs), checked to exist."""
     import dataclasses
 
-    cfg = dataclasses.replace(cfg, study=dataclasses.replace(cfg.study, inits=pretrain_inits(cfg)))
+    cfg = dataclasses.replace(cfg, study=dataclasses.replace(cfg.study, inits=inits))
     for name, path in cfg.study.inits.items():
         for run_path, _ in init_runs(path):
             if run_path != RANDOM_INIT and not Path(run_path).exists():
                 from medssl.errors import CheckpointError
 
                 raise CheckpointError(f"study.inits.{name}: {run_path} does not exist (pretrain first, or remove it)")
-    cells = list(grid(cfg.study.inits, cfg.study.modes, cfg.study.budgets, cfg.study.seeds))
-    atomic.write_text(out_dir / "config.yaml", dump_config(cfg))   # what the cells ran with (model cards hash it)
-    results = run_grid(cells, out_dir, cell_fn)
+    return cfg
+
+
+def study_cells(cfg) -> list[Cell]:
+    """The grid of a config whose inits are resolved (no pretraining specs left), in run order."""
+    return list(grid(cfg.study.inits, cfg.study.modes, cfg.study.budgets, cfg.study.seeds))
+
+
+def _cell_fn(cfg, df: pd.DataFrame, budgets_df: pd.DataFrame) -> CellFn:
+    from medssl.cache import open_cache
+    from medssl.finetune.run import augment_from_config, finetune_cell
+    from medssl.ssl.data import cache_dir_of
+
+    images = open_cache(cache_dir_of(cfg), df, size=cfg.cache.size, dtype=cfg.cache.dtype, window=cfg.cache.window)
+    augment = augment_from_config(cfg) if "full" in cfg.study.modes else None
+    feature_dir = Path(cfg.study.output_dir) / "features"   # shared by all shards: see medssl.study.shards
+
+    def cell_fn(cell: Cell, cell_dir: Path) -> dict:
+        return finetune_cell(cfg, manifest_df=df, images=images, budgets_df=budgets_df, init=cell.init_path,
+                             mode=cell.mode, budget=cell.budget, seed=cell.seed, out_dir=cell_dir,
+                             feature_dir=feature_dir, augment=augment if cell.mode == "full" else None)
+    return cell_fn
+
+
+def _write_config(cfg) -> None:
+    from medssl.config import dump_config
+
+    # what the cells ran with (model cards hash it); every shard writes the same text, atomically
+    atomic.write_text(Path(cfg.study.output_dir) / "config.yaml", dump_config(cfg))
+
+
+def _finish(cfg, df: pd.DataFrame, results: pd.DataFrame, *, data_notes: str = "",
+            extra_warnings: list[str] = ()) -> tuple[pd.DataFrame, Path]:
+    """Statistics (results.csv, summary.csv, paired.csv) and the report of the finished cells."""
+    from medssl.config import dump_config
+    from medssl.finetune import data as fd
+
+    out_dir = Path(cfg.study.output_dir)
+    atomic.write_table(out_dir / "results.csv", results)
     results, summary, paired = add_statistics(cfg, results, out_dir)
-    warnings = study_warnings(cfg, summary)
+    warnings = list(extra_warnings) + study_warnings(cfg, summary)
     for w in warnings:
         log.warning("%s", w)
     labels = fd.label_names(df, cfg.data.labels)
@@ -368,3 +474,148 @@ def run_study(cfg, *, data_notes: str = DEFAULT_DATA_NOTES) -> tuple[pd.DataFram
                           config_text=dump_config(cfg), data_notes=data_notes, warnings=warnings,
                           search_text=search_description(cfg), ci=cfg.evaluate.ci)
     return results, report
+
+
+def run_study(cfg, *, data_notes: str = DEFAULT_DATA_NOTES,
+              lock_timeout_s: float = locks.DEFAULT_TIMEOUT_S) -> tuple[pd.DataFrame, Path]:
+    """Run the grid of `cfg.study` on `cfg.data.manifest` (resumable) and write the report.
+
+    Returns the results table and the report path. Cells already finished under
+    `study.output_dir/cells/` are not rerun. Cells locked by another process (a shard sharing the
+    folder) are skipped; the study then raises IncompleteStudyError naming them, after running the
+    rest (`medssl study --collect` writes the report once they are finished).
+    """
+    from medssl.ssl.data import ensure_cache
+    from medssl.study.shards import IncompleteStudyError, missing_message
+
+    out_dir = Path(cfg.study.output_dir)
+    df = _study_manifest(cfg)
+    budgets_df = ensure_budgets(cfg, df)
+    ensure_cache(cfg, df)
+    cfg = _with_inits(cfg, pretrain_inits(cfg))
+    cells = study_cells(cfg)
+    cell_fn = _cell_fn(cfg, df, budgets_df)
+    _write_config(cfg)
+    results = run_grid(cells, out_dir, cell_fn, lock_timeout_s=lock_timeout_s)
+    missing = [c for c in cells if not (out_dir / "cells" / f"{c.key}.json").is_file()]
+    if missing:
+        raise IncompleteStudyError(missing_message(out_dir, cells, missing) + "; they are locked by other processes "
+                                   "(cells/<key>.lock); when those finish, run `medssl study --collect`")
+    return _finish(cfg, df, results, data_notes=data_notes)
+
+
+def prepare_study(cfg, *, log_to=print) -> dict:
+    """The one-time inputs every shard reads, built by ONE process before the shards start: the
+    budgets table, the decoded cache and the pretraining of spec inits (resumable); writes
+    config.yaml. Returns study.inits with the specs resolved to encoder paths."""
+    from medssl.ssl.data import ensure_cache
+
+    df = _study_manifest(cfg)
+    ensure_budgets(cfg, df)
+    ensure_cache(cfg, df)
+    cfg = _with_inits(cfg, pretrain_inits(cfg, log_to=log_to))
+    _write_config(cfg)
+    return cfg.study.inits
+
+
+def _require_prepared(cfg, shard) -> pd.DataFrame:
+    """The budgets table, after checking that `prepare_study` has run; StudyNotPreparedError naming
+    everything missing otherwise (n shards must not build the cache or pretrain an init at once)."""
+    from medssl.splits import load_budgets
+    from medssl.ssl.data import cache_dir_of
+    from medssl.study.shards import StudyNotPreparedError
+
+    problems = []
+    cache = cache_dir_of(cfg)
+    if not (cache / "meta.json").is_file():
+        problems.append(f"no decoded cache at {cache}")
+    path = budgets_path_of(cfg)
+    table = load_budgets(path) if path.is_file() else None
+    if table is None:
+        problems.append(f"no budgets table at {path}")
+    elif missing := missing_budgets(cfg, table):
+        problems.append(f"the budgets table {path} has no rows for (budget, seed) {missing[:6]}")
+    for name, spec, runs in spec_runs(cfg):
+        problems += [f"init {name} (pretraining seed {seed}) is not pretrained yet: no {folder / 'encoder.pt'}"
+                     for seed, folder in runs if not (folder / "encoder.pt").is_file()]
+    if problems:
+        raise StudyNotPreparedError(
+            f"study shard {shard}: " + "; ".join(problems) + ". Shards only read these shared inputs: build them "
+            "once with `medssl study --prepare` (same --config and --set), then start the shards")
+    return table
+
+
+def run_shard(cfg, shard, *, lock_timeout_s: float = locks.DEFAULT_TIMEOUT_S) -> dict:
+    """Run the cells of `shard` (`medssl.study.shards.Shard`: cell k of the grid is shard k mod n's).
+
+    Needs `prepare_study` to have run (else StudyNotPreparedError). Writes cells/<key>.json per
+    cell and `shards/<i>-of-<n>.json` (status running, then finished or failed: its cells, what it
+    ran, found finished, found locked); never results.csv or the report (`collect_study`). Returns
+    that record. Locks of another host older than lock_timeout_s are reported: the cells are
+    skipped and a MedsslError names the lock files after the rest has run.
+    """
+    import hashlib
+    import socket
+
+    from medssl.errors import MedsslError
+    from medssl.study.shards import shard_cells
+
+    out_dir = Path(cfg.study.output_dir)
+    df = _study_manifest(cfg)
+    budgets_df = _require_prepared(cfg, shard)
+    cfg = _with_inits(cfg, planned_inits(cfg))
+    cells = study_cells(cfg)
+    mine = shard_cells(cells, shard)
+    stamp = lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z")  # noqa: E731
+    record = {"shard": str(shard), "n_cells_grid": len(cells), "cells": [c.key for c in mine],
+              "grid_sha256": hashlib.sha256("\n".join(c.key for c in cells).encode()).hexdigest(),
+              "host": socket.gethostname(), "pid": os.getpid(), "started": stamp(), "status": "running"}
+    report_path = out_dir / "shards" / f"{shard.label}.json"
+    atomic.write_json(report_path, record)
+    log.info("study shard %s: %d of %d cells", shard, len(mine), len(cells))
+    _write_config(cfg)
+    try:
+        run = run_cells(mine, out_dir, _cell_fn(cfg, df, budgets_df), lock_timeout_s=lock_timeout_s,
+                        shard=str(shard))
+    except BaseException as e:
+        atomic.write_json(report_path, {**record, "status": "failed", "finished": stamp(),
+                                        "error": f"{type(e).__name__}: {e}"})
+        raise
+    record.update(run.as_dict(), status="finished", finished=stamp(),
+                  complete=not (run.held or run.stale))
+    atomic.write_json(report_path, record)
+    if run.stale:
+        raise MedsslError(
+            f"study shard {shard}: {len(run.stale)} cells are locked by another host for longer than the lock "
+            f"timeout ({lock_timeout_s / 3600:g} h) and were not run: "
+            + ", ".join(f"{d['lock']} (host {d['host']}, pid {d['pid']}, since {d['since']})" for d in run.stale)
+            + ". If those processes are gone, delete the lock files and rerun this shard")
+    return record
+
+
+def collect_study(cfg, *, data_notes: str = DEFAULT_DATA_NOTES,
+                  allow_incomplete: bool = False) -> tuple[pd.DataFrame, Path, list[str]]:
+    """results.csv, summary/paired statistics and the report from the cell files; trains nothing.
+
+    Returns (results, report path, keys of the missing cells). Missing cells raise
+    IncompleteStudyError listing them (grouped by the shard that owns them) unless allow_incomplete:
+    then the report covers the finished cells and says at the top which are missing.
+    """
+    from medssl.study.shards import IncompleteStudyError, missing_message
+
+    out_dir = Path(cfg.study.output_dir)
+    df = _study_manifest(cfg)
+    cfg = _with_inits(cfg, planned_inits(cfg))
+    cells = study_cells(cfg)
+    missing = [c for c in cells if not (out_dir / "cells" / f"{c.key}.json").is_file()]
+    message = missing_message(out_dir, cells, missing) if missing else ""
+    if missing and not allow_incomplete:
+        raise IncompleteStudyError(message + " (--allow-incomplete writes the report of the finished ones)")
+    results = collect(out_dir, cells)
+    if results.empty:
+        raise IncompleteStudyError(f"no finished cell in {out_dir / 'cells'}: nothing to collect")
+    keys = [c.key for c in missing]
+    note = (f"Incomplete study: {len(missing)} of {len(cells)} cells have no result yet "
+            f"({', '.join(keys[:8])}{', ...' if len(keys) > 8 else ''}); every number covers the finished cells only.")
+    results, report = _finish(cfg, df, results, data_notes=data_notes, extra_warnings=[note] if missing else [])
+    return results, report, [c.key for c in missing]

@@ -174,3 +174,13 @@ def test_validation_labels_are_limited_to_the_budget_by_whole_patients(tmp_path,
     cfg = tiny_config(**{"study.val_labels": "all"})
     r_all = _cell(tmp_path, tiny_data, "b20all", budget=20, cfg=cfg)
     assert r_all["n_val_labeled"] == len(all_val)
+
+
+def test_small_budgets_get_enough_epochs_for_the_minimum_optimizer_steps():
+    from medssl.finetune.run import finetune_epochs
+
+    cfg = tiny_config(**{"finetune.epochs": 8, "finetune.min_steps": 100, "finetune.batch_size": 64})
+    assert finetune_epochs(cfg, 50) == 100      # one (partial) batch per epoch
+    assert finetune_epochs(cfg, 250) == 34      # 3 full batches per epoch (drop_last): ceil(100 / 3)
+    assert finetune_epochs(cfg, 5000) == 8      # plenty of steps already
+    assert finetune_epochs(tiny_config(**{"finetune.epochs": 8}), 50) == 8   # min_steps 0: epochs as given
