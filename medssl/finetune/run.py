@@ -180,6 +180,10 @@ def _fit_full(cfg, encoder, images, train: fd.LabeledSet, val: fd.LabeledSet, la
 
     ft = cfg.finetune
     epochs = finetune_epochs(cfg, len(train))
+    # at most ~12 validation passes per trial: a small budget's many short epochs would otherwise
+    # spend more time validating than training; epochs rounded up so the last one is validated
+    every = -(-epochs // 12)
+    epochs = -(-epochs // every) * every
     pl.seed_everything(int(seed), workers=True, verbose=False)
     model = Classifier(encoder, len(labels), cfg.model.input_size)
     module = FinetuneModule(model, val, labels, lr=lr, encoder_lr_mult=encoder_lr_mult,
@@ -187,6 +191,7 @@ def _fit_full(cfg, encoder, images, train: fd.LabeledSet, val: fd.LabeledSet, la
                             pos_weight=class_pos_weight(train.targets, train.mask) if ft.class_weights else None,
                             augment=augment, seed=seed)
     trainer = pl.Trainer(max_epochs=epochs, accelerator=cfg.trainer.accelerator, devices=1,
+                         check_val_every_n_epoch=every,
                          precision=cfg.trainer.precision, deterministic=cfg.trainer.deterministic,
                          logger=False, enable_checkpointing=False, enable_model_summary=False,
                          enable_progress_bar=cfg.trainer.progress_bar, num_sanity_val_steps=0,

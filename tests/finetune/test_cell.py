@@ -184,3 +184,13 @@ def test_small_budgets_get_enough_epochs_for_the_minimum_optimizer_steps():
     assert finetune_epochs(cfg, 250) == 34      # 3 full batches per epoch (drop_last): ceil(100 / 3)
     assert finetune_epochs(cfg, 5000) == 8      # plenty of steps already
     assert finetune_epochs(tiny_config(**{"finetune.epochs": 8}), 50) == 8   # min_steps 0: epochs as given
+
+
+def test_long_small_budget_trials_validate_at_most_twelve_times_including_the_last_epoch(tmp_path, tiny_data):
+    import json
+
+    cfg = tiny_config(**{"finetune.epochs": 2, "finetune.min_steps": 30, "finetune.lr_grid": "[0.001]"})
+    _cell(tmp_path, tiny_data, "long", mode="full", cfg=cfg, budget=20)   # 20 > batch 16: 1 step per epoch
+    (trial,) = json.loads((tmp_path / "long" / "history.json").read_text())["history"]
+    validated = [e["epoch"] for e in trial["epochs"]]
+    assert validated == list(range(2, 30, 3))          # every 3rd of 30 epochs: 10 passes, the last included
