@@ -84,6 +84,7 @@ class SSLConfig:
     momentum: float = 0.999                  # MoCo key encoder / BYOL target EMA
     proj_hidden: int = 2048
     proj_dim: int = 128
+    proj_batchnorm: bool = False             # MoCo v2: BN after the projection's hidden layer (not in the reference)
     pred_hidden: int = 4096                  # BYOL / MoCo v3 predictor hidden; SimSiam bottleneck (paper 512)
     margin: float = 0.5                      # triplet
     triplet_distance: Literal["euclidean", "cosine"] = "euclidean"  # on L2-normalised embeddings
@@ -204,6 +205,7 @@ class StudyConfig:
     pretrain_seeds: list[int] = field(default_factory=lambda: [0])  # pretraining runs per spec init
     modes: list[str] = field(default_factory=lambda: ["linear", "knn", "full"])
     val_labels: Union[Literal["budget", "all"], int] = "budget"  # labelled val images per cell: <= budget, all, or N
+    analyze: bool = False   # after the grid: feature analysis per init into <output_dir>/analysis/<init>/ (medssl.analyze)
 
 
 @dataclass

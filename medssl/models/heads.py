@@ -36,8 +36,9 @@ class MLPHead(nn.Module):
         return self.layers(x)
 
 
-def mocov2_projection(in_dim: int, hidden_dim: int = 2048, out_dim: int = 128) -> MLPHead:
-    return MLPHead(in_dim, hidden_dim, out_dim, batch_norm=False)
+def mocov2_projection(in_dim: int, hidden_dim: int = 2048, out_dim: int = 128, batch_norm: bool = False) -> MLPHead:
+    """MoCo v2's head: no BN in the reference; `batch_norm=True` adds one after the hidden layer."""
+    return MLPHead(in_dim, hidden_dim, out_dim, batch_norm=batch_norm)
 
 
 def simclr_projection(in_dim: int, hidden_dim: int = 2048, out_dim: int = 128) -> MLPHead:

@@ -73,7 +73,8 @@ class MoCo(nn.Module):
     def __init__(self, encoder: nn.Module, cfg: SSLConfig):
         super().__init__()
         self.encoder = encoder
-        self.projector = mocov2_projection(encoder.feature_dim, cfg.proj_hidden, cfg.proj_dim)
+        self.projector = mocov2_projection(encoder.feature_dim, cfg.proj_hidden, cfg.proj_dim,
+                                           batch_norm=cfg.proj_batchnorm)
         self.encoder_k = momentum_encoder(self.encoder)
         self.projector_k = momentum_encoder(self.projector)
         self.temperature = cfg.temperature

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 #: Config entries a resumed run must share with its checkpoint (the weights' shapes depend on them).
 RESUME_MUST_MATCH = (("model", "arch"), ("model", "in_channels"), ("model", "patch_size"), ("model", "vit_depth"),
                      ("ssl", "method"), ("ssl", "proj_dim"),
-                     ("ssl", "proj_hidden"), ("ssl", "queue_size"))
+                     ("ssl", "proj_hidden"), ("ssl", "queue_size"), ("ssl", "proj_batchnorm"))
 
 
 def momentum_schedule(cfg: Config) -> str:

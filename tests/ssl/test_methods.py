@@ -357,3 +357,17 @@ def test_single_process_shuffle_round_trip():
     shuffled, idx_unshuffle = batch_shuffle_ddp(x, generator=torch.Generator().manual_seed(0))
     assert sorted(shuffled[:, 0].tolist()) == x[:, 0].tolist() and not torch.equal(shuffled, x)
     torch.testing.assert_close(batch_unshuffle_ddp(shuffled, idx_unshuffle), x)
+
+
+def test_moco_projection_batchnorm_option_adds_bn_to_both_heads():
+    """ssl.proj_batchnorm puts BN after the hidden layer of the query head and of its EMA key copy;
+    the reference head (default) has none."""
+    cfg = SSLConfig(method="mocov2", **{**SMALL, "queue_size": 32}, proj_batchnorm=True, bn_splits=2)
+    model = MoCo(TinyEncoder(), cfg)
+    for head in (model.projector, model.projector_k):
+        assert any(isinstance(m, torch.nn.BatchNorm1d) for m in head.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in MoCo(TinyEncoder(), SSLConfig(
+        method="mocov2", **SMALL)).projector.modules())
+    a, b = fixed_batch(8)
+    loss, logs = model(a, b, torch.arange(8))
+    assert torch.isfinite(loss) and int(model.queue_ptr) == 8
