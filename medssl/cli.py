@@ -18,7 +18,7 @@ from medssl.errors import MedsslError
 #: Sub-command modules in the order the data flows; missing ones are skipped.
 COMMAND_MODULES = (
     "manifest", "split", "import_budgets", "cache", "inspect", "augment", "pretrain", "export_backbone",
-    "finetune", "evaluate", "export", "study", "demo", "bench",
+    "finetune", "evaluate", "analyze", "export", "study", "demo", "bench",
 )
 
 

@@ -233,3 +233,89 @@ def test_docker_test_reads_the_mirror_from_apt_sources(tmp_path):
     assert mirror("trixie").returncode != 0
     (etc / "sources.list").write_text("# old style\ndeb [arch=amd64] http://old.example/debian bookworm main\n")
     assert mirror("bookworm").stdout.strip() == "http://old.example/debian"
+
+
+# ------------------------------------------------------------------------------ sharded studies
+STUB = """#!/bin/bash
+# records the environment's GPU and its arguments (unit-separated), one line per call, written with
+# one append (concurrent shards must not interleave)
+line="${CUDA_VISIBLE_DEVICES-unset}|$(printf '%s\\x1f' "$@")"
+printf '%s\\n' "$line" >> "$STUB_LOG"
+case " $* " in *" --shard ${STUB_FAIL:-none} "*) exit 3 ;; esac
+exit 0
+"""
+
+
+def _stub(tmp_path) -> tuple[Path, Path]:
+    stub, log = tmp_path / "medssl-stub", tmp_path / "calls.log"
+    stub.write_text(STUB)
+    stub.chmod(0o755)
+    return stub, log
+
+
+def _calls(log: Path) -> list[tuple[str, list[str]]]:
+    """(CUDA_VISIBLE_DEVICES, argv) per recorded call, in the order they happened."""
+    out = []
+    for line in log.read_text().splitlines():
+        gpu, _, args = line.partition("|")
+        out.append((gpu, args.split("\x1f")[:-1]))
+    return out
+
+
+def _study_args(argv: list[str]):
+    from medssl.cli import build_parser
+
+    args = build_parser().parse_args(argv)
+    assert args.command == "study"
+    return args
+
+
+def test_slurm_study_array_runs_one_shard_per_task_and_shows_the_dependent_jobs(tmp_path):
+    path = DOCKER / "slurm_study_array.sbatch"
+    subprocess.run(["bash", "-n", str(path)], check=True)
+    text = path.read_text()
+    sbatch = dict(re.findall(r"^#SBATCH --([\w-]+)=(\S+)", text, re.M))
+    first, last = map(int, sbatch["array"].split("-"))
+    count = last - first + 1
+    assert sbatch["gpus"] == "1" and sbatch["ntasks"] == "1"
+    stub, log = _stub(tmp_path)
+    for task in (first, first + 5, last):
+        env = {**os.environ, "MEDSSL": str(stub), "STUB_LOG": str(log), "CONFIG": "configs/demo.yaml",
+               "SLURM_ARRAY_TASK_ID": str(task), "SLURM_ARRAY_TASK_MIN": str(first),
+               "SLURM_ARRAY_TASK_COUNT": str(count), "SLURM_CPUS_PER_TASK": "6"}
+        subprocess.run(["bash", str(path)], env=env, check=True, timeout=30)
+    calls = [_study_args(argv) for _, argv in _calls(log)]
+    assert [a.shard for a in calls] == [f"0/{count}", f"5/{count}", f"{count - 1}/{count}"]
+    assert {a.config for a in calls} == {"configs/demo.yaml"} and "trainer.num_workers=6" in calls[0].overrides
+    # the comments show the whole chain: prepare -> array (afterok) -> collect (afterok on the array)
+    chain = [ln.lstrip("# ").strip() for ln in text.splitlines() if re.match(r"#\s+\w+=\$\(sbatch|#\s+sbatch ", ln)]
+    assert len(chain) == 3, chain
+    assert "--dependency=afterok:$PREP" in chain[1] and "slurm_study_array.sbatch" in chain[1]
+    assert "--dependency=afterok:$ARRAY" in chain[2]
+    wraps = [shlex.split(re.search(r'--wrap "([^"]+)"', c).group(1).replace("$CONFIG", "c.yaml"))[1:]
+             for c in (chain[0], chain[2])]
+    assert _study_args(wraps[0]).prepare and _study_args(wraps[1]).collect
+
+
+def test_study_shards_script_starts_one_shard_per_gpu_then_collects(tmp_path):
+    path = DOCKER / "study_shards.sh"
+    subprocess.run(["bash", "-n", str(path)], check=True)
+    stub, log = _stub(tmp_path)
+    env = {**os.environ, "MEDSSL": str(stub), "STUB_LOG": str(log), "CONFIG": "configs/demo.yaml",
+           "GPUS": "0 1 2", "LOG_DIR": str(tmp_path / "logs")}
+    subprocess.run(["bash", str(path), "--set", "study.output_dir=/scratch/s"], env=env, check=True, timeout=60,
+                   capture_output=True)
+    calls = [(gpu, _study_args(argv)) for gpu, argv in _calls(log)]
+    assert calls[0][1].prepare and calls[-1][1].collect and len(calls) == 5
+    shards = sorted((a.shard, gpu) for gpu, a in calls[1:-1])
+    assert shards == [("0/3", "0"), ("1/3", "1"), ("2/3", "2")]             # one GPU per shard
+    assert all(a.overrides == ["study.output_dir=/scratch/s"] for _, a in calls)
+    # more shards than GPUs share them round-robin; a failed shard stops before collect
+    log.unlink()
+    proc = subprocess.run(["bash", str(path)], env={**env, "N_SHARDS": "4", "GPUS": "5 7", "STUB_FAIL": "2/4"},
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "1 shard(s) failed" in proc.stderr
+    calls = [(gpu, _study_args(argv)) for gpu, argv in _calls(log)]
+    assert sorted((a.shard, gpu) for gpu, a in calls if a.shard) == [("0/4", "5"), ("1/4", "7"), ("2/4", "5"),
+                                                                    ("3/4", "7")]
+    assert not any(a.collect for _, a in calls)

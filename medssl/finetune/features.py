@@ -70,7 +70,14 @@ def feature_key(*, arch: str, in_channels: int, input_size: int | None, init: st
 
 
 class FeatureStore:
-    """On-disk features of one encoder: `<root>/<key>/<split>.npz` with arrays `rows` and `features`."""
+    """On-disk features of one encoder: `<root>/<key>/<split>.npz` with arrays `rows` and `features`.
+
+    Safe for concurrent writers (the shards of a study share one store): each write is a complete
+    file renamed into place (`medssl.atomic`), so a reader sees an old or a new complete file, never
+    a mix. Two writers of one split can only lose work (the last rename wins; rows only the other
+    one added are encoded again when next asked for); what `get` returns is always computed or read
+    for exactly the rows asked.
+    """
 
     def __init__(self, root: str | Path, key: str, description: dict | None = None):
         self.dir = Path(root) / key

@@ -235,8 +235,11 @@ def statistics_text(summary: pd.DataFrame, ci: float = 0.95) -> str:
 def write_report(out_dir: str | Path, results: pd.DataFrame, *, summary: pd.DataFrame, paired: pd.DataFrame,
                  prevalence: dict[str, float], config_text: str, data_notes: str = "",
                  warnings: Sequence[str] = (), search_text: str = "", ci: float = 0.95,
-                 title: str = "medssl label-efficiency study") -> Path:
-    """Write label_efficiency.png, class_gains.png and report.md into out_dir; return the report path."""
+                 title: str = "medssl label-efficiency study", analysis: dict[str, Path] | None = None) -> Path:
+    """Write label_efficiency.png, class_gains.png, report.md and report.html (the same report as one
+    self-contained page, `medssl.study.report_html`) into out_dir; return the report.md path.
+    analysis: init name -> its feature-analysis index.md (`medssl.analyze.study`), linked in a
+    "Feature analysis" section."""
     out_dir = Path(out_dir)
     plot_label_efficiency(summary, paired, out_dir / "label_efficiency.png")
     plot_class_gains(results, prevalence, out_dir / "class_gains.png")
@@ -274,9 +277,19 @@ def write_report(out_dir: str | Path, results: pd.DataFrame, *, summary: pd.Data
     md += ["## Per-class AUC", "", per_class_table(results), "", "![per-class gain](class_gains.png)", ""]
     if data_notes:
         md += ["## What this data can and cannot show", "", data_notes.strip(), ""]
+    if analysis:
+        from medssl.analyze.study import report_section
+
+        md += report_section(out_dir, analysis)
     md += ["## Configuration", "", "```yaml", config_text.strip(), "```", "",
            "## Software", "", "| package | version |", "|---|---|"]
     md += [f"| {k} | {v} |" for k, v in versions.items()]
     path = out_dir / "report.md"
     atomic.write_text(path, "\n".join(md) + "\n")
+    from medssl.study.report_html import write_html_report
+
+    # the same sections from the same tables, as one self-contained page (figures embedded)
+    write_html_report(out_dir, results, summary=summary, paired=paired, config_text=config_text, versions=versions,
+                      data_notes=data_notes, warnings=warnings, search_text=search_text, ci=ci, title=title,
+                      analysis=analysis)
     return path

@@ -415,12 +415,13 @@ def _study_manifest(cfg) -> pd.DataFrame:
     return df
 
 
-def _with_inits(cfg, inits: dict):
-    """cfg with study.inits replaced (encoder paths instead of pretraining specs), checked to exist."""
+def _with_inits(cfg, inits: dict, *, check: bool = True):
+    """cfg with study.inits replaced (encoder paths instead of pretraining specs), checked to exist
+    unless not `check` (collecting reads cell files only: the encoders may be gone)."""
     import dataclasses
 
     cfg = dataclasses.replace(cfg, study=dataclasses.replace(cfg.study, inits=inits))
-    for name, path in cfg.study.inits.items():
+    for name, path in cfg.study.inits.items() if check else ():
         for run_path, _ in init_runs(path):
             if run_path != RANDOM_INIT and not Path(run_path).exists():
                 from medssl.errors import CheckpointError
@@ -470,9 +471,14 @@ def _finish(cfg, df: pd.DataFrame, results: pd.DataFrame, *, data_notes: str = "
     for w in warnings:
         log.warning("%s", w)
     labels = fd.label_names(df, cfg.data.labels)
+    analysis = None
+    if cfg.study.analyze:   # feature analysis per init into <study>/analysis/<init>/ (medssl.analyze.study)
+        from medssl.analyze.study import analyze_study
+
+        analysis = analyze_study(cfg, df, None, results, out_dir, feature_dir=out_dir / "features")
     report = write_report(out_dir, results, summary=summary, paired=paired, prevalence=test_prevalence(df, labels),
                           config_text=dump_config(cfg), data_notes=data_notes, warnings=warnings,
-                          search_text=search_description(cfg), ci=cfg.evaluate.ci)
+                          search_text=search_description(cfg), ci=cfg.evaluate.ci, analysis=analysis)
     return results, report
 
 
@@ -605,7 +611,7 @@ def collect_study(cfg, *, data_notes: str = DEFAULT_DATA_NOTES,
 
     out_dir = Path(cfg.study.output_dir)
     df = _study_manifest(cfg)
-    cfg = _with_inits(cfg, planned_inits(cfg))
+    cfg = _with_inits(cfg, planned_inits(cfg), check=False)
     cells = study_cells(cfg)
     missing = [c for c in cells if not (out_dir / "cells" / f"{c.key}.json").is_file()]
     message = missing_message(out_dir, cells, missing) if missing else ""
