@@ -178,6 +178,7 @@ class FinetuneConfig:
     lr: float = 1e-3                          # full fine-tuning lr when lr_grid is empty
     lr_grid: list[float] = field(default_factory=lambda: [3e-4, 1e-3, 3e-3])  # full: one trial per lr, best on val
     encoder_lr_mult: float = 1.0              # full, pretrained inits: encoder lr = lr * this (random init: 1.0)
+    head_init: Literal["probe", "random"] = "probe"  # full: start the head from the fitted logistic probe (LP-FT)
     probe_Cs: list[float] = field(default_factory=lambda: list(_probe_defaults().DEFAULT_CS))  # logistic probe C grid
     knn_ks: list[int] = field(default_factory=lambda: list(_probe_defaults().DEFAULT_KS))      # kNN probe k grid
     weight_decay: float = 1e-4

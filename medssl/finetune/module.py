@@ -89,6 +89,13 @@ class FinetuneModule(pl.LightningModule):
         self._val_loss[0] += float(masked_bce(logits, y, m, self.pos_weight)) * float(m.sum().clamp_min(1.0))
         self._val_loss[1] += float(m.sum())
 
+    def set_initial_candidate(self, score: float, name: str) -> None:
+        """Make the weights as they are now (before any step) the first selection candidate, epoch -1,
+        with their val score (e.g. the logistic probe the head was initialised from)."""
+        self.best_score, self.best_epoch, self.score_name = float(score), -1, name
+        self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+        self.history.append({"epoch": -1, "train_loss": None, "val_loss": None, name: float(score)})
+
     def on_validation_epoch_end(self):
         probs = torch.cat(self._val_probs).numpy()
         loss = self._val_loss[0] / max(self._val_loss[1], 1.0)

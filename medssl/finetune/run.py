@@ -172,8 +172,12 @@ def finetune_epochs(cfg: Config, n_train: int) -> int:
 
 
 def _fit_full(cfg, encoder, images, train: fd.LabeledSet, val: fd.LabeledSet, labels, tasks, seed, augment,
-              *, lr: float, encoder_lr_mult: float):
-    """End-to-end fine-tuning with Lightning at one learning rate; returns the FinetuneModule (best epoch inside)."""
+              *, lr: float, encoder_lr_mult: float, head_init=None):
+    """End-to-end fine-tuning with Lightning at one learning rate; returns the FinetuneModule (best epoch inside).
+
+    head_init: optional (ProbeFit, its val score) - the head starts as that fitted logistic probe and the
+    untouched start (epoch -1) is the first candidate for selection (LP-FT, Kumar et al. 2022).
+    """
     import lightning.pytorch as pl
 
     from medssl.finetune.module import Classifier, FinetuneModule
@@ -186,10 +190,14 @@ def _fit_full(cfg, encoder, images, train: fd.LabeledSet, val: fd.LabeledSet, la
     epochs = -(-epochs // every) * every
     pl.seed_everything(int(seed), workers=True, verbose=False)
     model = Classifier(encoder, len(labels), cfg.model.input_size)
+    if head_init is not None:
+        probe_head_into(model.head, head_init[0])
     module = FinetuneModule(model, val, labels, lr=lr, encoder_lr_mult=encoder_lr_mult,
                             weight_decay=ft.weight_decay, epochs=epochs, tasks=tasks,
                             pos_weight=class_pos_weight(train.targets, train.mask) if ft.class_weights else None,
                             augment=augment, seed=seed)
+    if head_init is not None:
+        module.set_initial_candidate(head_init[0].val_score, head_init[0].score_name)
     trainer = pl.Trainer(max_epochs=epochs, accelerator=cfg.trainer.accelerator, devices=1,
                          check_val_every_n_epoch=every,
                          precision=cfg.trainer.precision, deterministic=cfg.trainer.deterministic,
@@ -201,13 +209,31 @@ def _fit_full(cfg, encoder, images, train: fd.LabeledSet, val: fd.LabeledSet, la
     return module
 
 
-def _fit_full_search(cfg, init, images, train, val, labels, tasks, seed, augment):
+def probe_head_into(head: torch.nn.Linear, probe) -> None:
+    """Copy a fitted logistic probe (on standardised features) into a plain linear head on raw features:
+    W' = W / std, b' = b - W' . mean, so head(features) gives the probe's logits."""
+    w = np.asarray(probe.state["weight"], np.float64) / np.asarray(probe.state["std"], np.float64)
+    b = np.asarray(probe.state["bias"], np.float64) - w @ np.asarray(probe.state["mean"], np.float64)
+    with torch.no_grad():
+        head.weight.copy_(torch.as_tensor(w, dtype=head.weight.dtype))
+        head.bias.copy_(torch.as_tensor(b, dtype=head.bias.dtype))
+
+
+def _fit_full_search(cfg, init, images, train, val, labels, tasks, seed, augment, features=None):
     """One full fine-tuning run per trial of `full_trials`, each from a fresh copy of the init encoder;
-    returns (best module, the chosen trial, per-trial history). Ties keep the earlier trial."""
+    returns (best module, the chosen trial, per-trial history). Ties keep the earlier trial.
+
+    With finetune.head_init "probe" every trial starts from the logistic probe fitted on the init's
+    frozen features (`features`: the cell's feature getter), the same start for every lr."""
+    head_init = None
+    if cfg.finetune.head_init == "probe":
+        probe = _fit_probe(cfg, "linear", features, train, val, labels, tasks)
+        head_init = (probe, probe.val_score)
+        log.info("full fine-tuning starts from the logistic probe (%s %.4f)", probe.score_name, probe.val_score)
     best, best_trial, trials = None, None, []
     for trial in full_trials(cfg, init):
         module = _fit_full(cfg, build_init_encoder(cfg, init), images, train, val, labels, tasks, seed, augment,
-                           **trial)
+                           **trial, head_init=head_init)
         trials.append({**trial, "best_epoch": module.best_epoch, "val_score": module.best_score,
                        "epochs": module.history})
         log.info("full fine-tuning lr %.2g (encoder x%.2g): best epoch %d, %s %.4f", trial["lr"],
@@ -272,18 +298,19 @@ def finetune_cell(cfg: Config, *, manifest_df: pd.DataFrame, images, budgets_df:
              init, mode, budget, seed, len(train), len(val))
 
     # 2. fit and select on val
-    if mode in PROBE_MODES:
+    features = None
+    if mode in PROBE_MODES or ft.head_init == "probe":
         from medssl.finetune.features import FeatureStore, feature_key
 
-        encoder = build_init_encoder(cfg, init)
         store = None
-        if ft.precompute_features:
+        if ft.precompute_features:   # the study's probe cells and full cells share one store per init
             key, desc = feature_key(arch=cfg.model.arch, in_channels=cfg.model.in_channels,
                                     input_size=cfg.model.input_size, init=init, init_seed=cfg.seed,
                                     manifest_paths=manifest_df["path"].astype(str).tolist(),
                                     images_fingerprint=images_fingerprint(images))
             store = FeatureStore(feature_dir or ft.feature_dir or out_dir / "features", key, desc)
-        features = feature_getter(cfg, encoder, images, store, device)
+        features = feature_getter(cfg, build_init_encoder(cfg, init), images, store, device)
+    if mode in PROBE_MODES:
         probe = _fit_probe(cfg, mode, features, train, val, labels, tasks)
         best_epoch, score, score_name, selected = -1, probe.val_score, probe.score_name, probe.selected
         history = probe.history
@@ -296,7 +323,8 @@ def finetune_cell(cfg: Config, *, manifest_df: pd.DataFrame, images, budgets_df:
         val_probs = probe.predict(features("val", val.rows))
         predict = lambda s: probe.predict(features("test", s.rows))  # noqa: E731
     else:
-        module, trial, trials = _fit_full_search(cfg, init, images, train, val, labels, tasks, seed, augment)
+        module, trial, trials = _fit_full_search(cfg, init, images, train, val, labels, tasks, seed, augment,
+                                                 features)
         best_epoch, score, score_name = module.best_epoch, module.best_score, module.score_name
         selected, history = {**trial, "epoch": module.best_epoch}, trials
         model = module.best_model()

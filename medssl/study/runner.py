@@ -366,7 +366,10 @@ def search_description(cfg) -> str:
         + (f" (more at small budgets: at least {ft.min_steps} optimizer steps)" if ft.min_steps else "")
         + ", one trial per learning "
         f"rate in {{{lrs}}} ({len(ft.lr_grid or [ft.lr])} trials for every init); encoder lr multiplier 1.0 for the "
-        f"random init, {ft.encoder_lr_mult:g} for pretrained inits; the (trial, epoch) with the best val mean AUC is kept.",
+        f"random init, {ft.encoder_lr_mult:g} for pretrained inits; "
+        + ("every trial starts its head from the fitted logistic probe of that init (LP-FT) and the untouched "
+           "start counts as epoch -1; " if ft.head_init == "probe" else "")
+        + "the (trial, epoch) with the best val mean AUC is kept.",
         f"- labelled validation subset per cell: `study.val_labels = {cfg.study.val_labels}` "
         "(budget: whole val patients, no more images than the training budget, nested per seed).",
     ])

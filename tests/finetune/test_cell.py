@@ -123,7 +123,7 @@ def test_full_cell_augments_training_batches_and_checkpoint_loads_into_a_plain_e
     _, imgs = tiny_data
     r = _cell(tmp_path, tiny_data, "full", mode="full", cfg=cfg, augment=augment, images=Letterboxed(imgs))
     assert seen == [(16, 1, 32, 32)] * (2 * 2)   # 2 epochs x 2 full training batches; never val or test
-    assert 0 <= r["best_epoch"] < 2 and np.isfinite(r["mean_auc"])
+    assert -1 <= r["best_epoch"] < 2 and np.isfinite(r["mean_auc"])   # -1: the probe start (LP-FT) won
     enc = build_encoder("resnet18")
     load_encoder_weights(r["checkpoint"], enc)
     saved = torch.load(r["checkpoint"], weights_only=True)["encoder"]
@@ -156,7 +156,8 @@ def test_full_fine_tuning_tries_each_learning_rate_and_keeps_the_best_on_val(tmp
     r = _cell(tmp_path, tiny_data, "search", mode="full", cfg=cfg)
     history = json.loads((tmp_path / "search" / "history.json").read_text())
     trials = history["history"]
-    assert [t["lr"] for t in trials] == [1e-4, 1e-2] and all(len(t["epochs"]) == 2 for t in trials)
+    assert [t["lr"] for t in trials] == [1e-4, 1e-2]
+    assert all([e["epoch"] for e in t["epochs"]] == [-1, 0, 1] for t in trials)   # -1: the probe start
     best = max(trials, key=lambda t: t["val_score"])
     assert json.loads(r["selected"])["lr"] == best["lr"] and r["val_score"] == best["val_score"]
     assert history["selected"]["epoch"] == best["best_epoch"] == r["best_epoch"]
@@ -192,5 +193,23 @@ def test_long_small_budget_trials_validate_at_most_twelve_times_including_the_la
     cfg = tiny_config(**{"finetune.epochs": 2, "finetune.min_steps": 30, "finetune.lr_grid": "[0.001]"})
     _cell(tmp_path, tiny_data, "long", mode="full", cfg=cfg, budget=20)   # 20 > batch 16: 1 step per epoch
     (trial,) = json.loads((tmp_path / "long" / "history.json").read_text())["history"]
-    validated = [e["epoch"] for e in trial["epochs"]]
+    validated = [e["epoch"] for e in trial["epochs"] if e["epoch"] >= 0]   # -1: the probe start
     assert validated == list(range(2, 30, 3))          # every 3rd of 30 epochs: 10 passes, the last included
+
+
+def test_full_fine_tuning_starts_from_the_fitted_probe_and_can_only_improve_on_it_on_val(tmp_path, tiny_data):
+    """LP-FT: the head starts as the cell's logistic probe (same features, same val subset), the untouched
+    start is candidate epoch -1 with exactly the probe's val score, so selection never ends below it."""
+    import json
+
+    cfg = tiny_config(**{"finetune.epochs": 2, "finetune.lr_grid": "[0.001]"})
+    lin = _cell(tmp_path, tiny_data, "lin", cfg=cfg)
+    full = _cell(tmp_path, tiny_data, "full", mode="full", cfg=cfg)
+    (trial,) = json.loads((tmp_path / "full" / "history.json").read_text())["history"]
+    start = trial["epochs"][0]
+    assert start["epoch"] == -1 and start["val_mean_auc"] == pytest.approx(lin["val_score"])
+    assert full["val_score"] >= lin["val_score"]
+    plain = _cell(tmp_path, tiny_data, "plain", mode="full",
+                  cfg=tiny_config(**{"finetune.epochs": 2, "finetune.lr_grid": "[0.001]", "finetune.head_init": "random"}))
+    (trial,) = json.loads((tmp_path / "plain" / "history.json").read_text())["history"]
+    assert [e["epoch"] for e in trial["epochs"]] == [0, 1] and plain["best_epoch"] >= 0
