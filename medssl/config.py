@@ -176,7 +176,7 @@ class FinetuneConfig:
     epochs: int = 30                          # full fine-tuning epochs per trial (at least ...)
     min_steps: int = 0                         # ... enough epochs for this many optimizer steps per trial
     lr: float = 1e-3                          # full fine-tuning lr when lr_grid is empty
-    lr_grid: list[float] = field(default_factory=lambda: [3e-4, 1e-3, 3e-3])  # full: one trial per lr, best on val
+    lr_grid: list[float] = field(default_factory=lambda: [1e-4, 3e-4, 1e-3])  # full: one trial per lr, best on val
     encoder_lr_mult: float = 1.0              # full, pretrained inits: encoder lr = lr * this (random init: 1.0)
     head_init: Literal["probe", "random"] = "probe"  # full: start the head from the fitted logistic probe (LP-FT)
     probe_Cs: list[float] = field(default_factory=lambda: list(_probe_defaults().DEFAULT_CS))  # logistic probe C grid

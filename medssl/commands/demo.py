@@ -158,7 +158,7 @@ def run(args) -> int:
         f"trainer.batch_size={DEMO_BATCH}", "trainer.num_workers=0", "trainer.devices=1", "trainer.log_every_n_steps=5",
         "trainer.progress_bar=false", "ssl.proj_hidden=512", "optim.warmup_epochs=1",
         f"trainer.min_samples={DEMO_MIN_SAMPLES}", "data.pretrain_splits=[train, val]",
-        "finetune.batch_size=64", "finetune.lr_grid=[0.001, 0.003]", f"finetune.min_steps={DEMO_FINETUNE_MIN_STEPS}",
+        "finetune.batch_size=64", "finetune.lr_grid=[0.0003, 0.001]", f"finetune.min_steps={DEMO_FINETUNE_MIN_STEPS}",
         "evaluate.bootstrap=500",
     ]
     epochs = [f"trainer.max_epochs={args.pretrain_epochs}"]

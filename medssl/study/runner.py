@@ -375,6 +375,17 @@ def search_description(cfg) -> str:
     ])
 
 
+def full_start_note(results: pd.DataFrame) -> str:
+    """How often full fine-tuning kept its probe start (selected epoch -1), per init: said in the report,
+    because then "full" measured the probe, not end-to-end training."""
+    full = results[results["mode"] == "full"] if "mode" in results.columns else results.iloc[0:0]
+    if full.empty or "best_epoch" not in full.columns:
+        return ""
+    parts = [f"{init} {int((g['best_epoch'] == -1).sum())}/{len(g)}" for init, g in full.groupby("init", sort=False)]
+    return ("- full fine-tuning cells whose best val score was the untouched probe start (epoch -1), per init: "
+            + ", ".join(parts) + ".")
+
+
 def add_statistics(cfg, results: pd.DataFrame, out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Paired statistics of a finished grid: (results with per-cell diff columns, summary, paired);
     summary.csv and paired.csv are written beside results.csv, which is rewritten with the new columns."""
@@ -481,7 +492,7 @@ def _finish(cfg, df: pd.DataFrame, results: pd.DataFrame, *, data_notes: str = "
         analysis = analyze_study(cfg, df, None, results, out_dir, feature_dir=out_dir / "features")
     report = write_report(out_dir, results, summary=summary, paired=paired, prevalence=test_prevalence(df, labels),
                           config_text=dump_config(cfg), data_notes=data_notes, warnings=warnings,
-                          search_text=search_description(cfg), ci=cfg.evaluate.ci, analysis=analysis)
+                          search_text=search_description(cfg) + "\n" + full_start_note(results), ci=cfg.evaluate.ci, analysis=analysis)
     return results, report
 
 

@@ -158,3 +158,12 @@ def test_inits_may_be_lists_of_pretraining_runs_or_specs_the_study_pretrains():
     assert pretrain_spec("x.pt") is None and pretrain_spec({"pretrain": {"ssl.method": "byol"}})
     with pytest.raises(ConfigError, match="unknown"):
         pretrain_spec({"pretrain": {}, "epochs": 3})
+
+
+def test_report_says_how_often_full_fine_tuning_kept_its_probe_start():
+    from medssl.study.runner import full_start_note
+
+    results = pd.DataFrame({"init": ["random"] * 3 + ["ssl"] * 3, "mode": ["full", "full", "linear"] * 2,
+                            "best_epoch": [-1, -1, -1, 4, -1, -1]})
+    assert full_start_note(results).endswith("random 2/2, ssl 1/2.")
+    assert full_start_note(results[results["mode"] == "linear"]) == ""
