@@ -173,20 +173,6 @@ POLICIES: dict[str, dict] = {
         "perspective": {"distortion": 0.05, "p": 0.5},
         "noise": {"std": 0.01, "p": 0.0},
     },
-    # Pretraining: the geometry of xray-default plus mild GLOBAL intensity jitter. Geometry alone
-    # leaves a shortcut: two views of one radiograph keep its histogram (exposure, processing), so a
-    # 32-bin histogram finds the partner among 64 embedded Kermany images 78% of the time; with this
-    # jitter 9% (medssl.augment.shortcut). Allowed for X-ray in pretraining only (PRETRAIN_ALLOWED).
-    "xray-pretrain": {
-        "jitter": {"brightness": 0.3, "contrast": 0.3, "p": 0.8},
-        "gamma": {"gamma": (0.7, 1.4), "p": 0.5},
-        "crop": {"scale": (0.7, 1.0), "ratio": (3 / 4, 4 / 3)},
-        "rotate": {"degrees": 10.0},
-        "hflip": {"p": 0.5},
-        "affine": {"shear": 5.0, "translate": 0.05},
-        "perspective": {"distortion": 0.05, "p": 0.5},
-        "noise": {"std": 0.01, "p": 0.0},
-    },
     # Left-right flip of an axial slice mirrors situs (heart, liver side): present but OFF (p=0);
     # enable with params {hflip: {p: 0.5}} for tasks that are side-agnostic.
     "ct-default": {
@@ -202,22 +188,6 @@ POLICIES: dict[str, dict] = {
         "crop": {"scale": (0.8, 1.0)},
         "rotate": {"degrees": 5.0},
     },
-    # CT/MR pretraining: their fine-tuning policy plus a mild gamma (window jitter / intensity
-    # scaling are already part of it).
-    "ct-pretrain": {
-        "window_jitter": {"center": 0.05, "width": 0.1},
-        "gamma": {"gamma": (0.8, 1.25), "p": 0.5},
-        "crop": {"scale": (0.8, 1.0)},
-        "rotate": {"degrees": 5.0},
-        "hflip": {"p": 0.0},
-        "noise": {"std": 0.01, "p": 0.0},
-    },
-    "mr-pretrain": {
-        "intensity": {"scale": 0.1, "shift": 0.05},
-        "gamma": {"gamma": (0.8, 1.25), "p": 0.5},
-        "crop": {"scale": (0.8, 1.0)},
-        "rotate": {"degrees": 5.0},
-    },
     # SimCLR's natural-image recipe in grayscale: refused for every modality unless forced.
     "simclr": {
         "jitter": {"brightness": 0.4, "contrast": 0.4, "p": 0.8},
@@ -228,6 +198,19 @@ POLICIES: dict[str, dict] = {
     # Resize only (evaluation, previews of the raw input).
     "none": {},
 }
+
+#: Pretraining: each modality's fine-tuning policy plus mild GLOBAL intensity jitter. Geometry alone
+#: leaves a shortcut: two views of one radiograph keep its histogram (exposure, processing), so a
+#: 32-bin histogram finds the partner among 64 embedded Kermany images 78% of the time; with the
+#: X-ray jitter 9% (medssl.augment.shortcut). Allowed in pretraining only (PRETRAIN_ALLOWED). CT and MR
+#: already re-window / rescale in their fine-tuning policies and only add a mild gamma.
+PRETRAIN_INTENSITY = {
+    "xray": {"jitter": {"brightness": 0.3, "contrast": 0.3, "p": 0.8}, "gamma": {"gamma": (0.7, 1.4), "p": 0.5}},
+    "ct": {"gamma": {"gamma": (0.8, 1.25), "p": 0.5}},
+    "mr": {"gamma": {"gamma": (0.8, 1.25), "p": 0.5}},
+}
+for _mod, _extra in PRETRAIN_INTENSITY.items():
+    POLICIES[f"{_mod}-pretrain"] = {**_extra, **POLICIES[f"{_mod}-default"]}
 
 # ----------------------------------------------------------------------------- safety
 #: Why a transform is refused, per transform (used when it is absent from a modality's allowed set).

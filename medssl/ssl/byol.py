@@ -15,13 +15,12 @@ from torch import Tensor, nn
 from medssl.config import SSLConfig
 from medssl.models.heads import byol_predictor, byol_projection
 from medssl.ssl.losses import byol_loss, feature_std, mean_cosine
-from medssl.ssl.moco import momentum_encoder, update_momentum
+from medssl.ssl.ema import TargetNetworkMethod
 
 
-class BYOL(nn.Module):
+class BYOL(TargetNetworkMethod):
     """forward(view_a, view_b, patient=None) -> (loss, logs); `patient` is accepted and unused."""
 
-    has_momentum_network = True
     #: SyncBN under DDP, as in the BYOL paper (its BN statistics are global over the batch)
     global_batchnorm = True
 
@@ -30,18 +29,8 @@ class BYOL(nn.Module):
         self.encoder = encoder
         self.projector = byol_projection(encoder.feature_dim, cfg.proj_hidden, cfg.proj_dim)
         self.predictor = byol_predictor(cfg.proj_dim, cfg.pred_hidden)
-        self.encoder_target = momentum_encoder(self.encoder)
-        self.projector_target = momentum_encoder(self.projector)
-        self.momentum = cfg.momentum
+        self.init_target(cfg.momentum)
 
-    def momentum_update(self, m: float | None = None) -> None:
-        """Move the target towards the online network; m defaults to `self.momentum`."""
-        m = self.momentum if m is None else m
-        update_momentum(self.encoder_target, self.encoder, m)
-        update_momentum(self.projector_target, self.projector, m)
-
-    def on_train_batch_end(self) -> None:
-        self.momentum_update()
 
     def forward(self, view_a: Tensor, view_b: Tensor, patient: Tensor | None = None):
         n = view_a.shape[0]

@@ -31,18 +31,17 @@ from medssl.config import SSLConfig
 from medssl.models.heads import DINOHead
 from medssl.ssl.losses import feature_std, mean_cosine
 from medssl.ssl.losses_noncontrastive import dino_center, dino_loss
-from medssl.ssl.moco import momentum_encoder, update_momentum
+from medssl.ssl.ema import TargetNetworkMethod
 from medssl.ssl.multicrop import check_multicrop, local_crops
 
 
-class DINO(nn.Module):
+class DINO(TargetNetworkMethod):
     """forward(view_a, view_b, patient=None) -> (loss, logs); `patient` is accepted and unused.
 
     logs add `teacher_entropy`: the mean entropy (nats) of the teacher's centred, sharpened output,
     0 when every sample's target is one-hot, ln(dino_out_dim) when uniform.
     """
 
-    has_momentum_network = True
     #: SyncBN under DDP, as the reference (a ResNet backbone's BN layers over the global batch)
     global_batchnorm = True
 
@@ -51,22 +50,12 @@ class DINO(nn.Module):
         check_multicrop(cfg.multicrop_n, cfg.multicrop_size, cfg.multicrop_scale)
         self.encoder = encoder
         self.projector = DINOHead(encoder.feature_dim, cfg.proj_hidden, cfg.proj_dim, cfg.dino_out_dim)
-        self.encoder_target = momentum_encoder(self.encoder)
-        self.projector_target = momentum_encoder(self.projector)
-        self.momentum = cfg.momentum
+        self.init_target(cfg.momentum)
         self.student_temp, self.teacher_temp = cfg.dino_student_temp, cfg.dino_teacher_temp
         self.center_momentum = cfg.dino_center_momentum
         self.multicrop = (cfg.multicrop_n, cfg.multicrop_size, tuple(cfg.multicrop_scale))
         self.register_buffer("center", torch.zeros(cfg.dino_out_dim))
 
-    def momentum_update(self, m: float | None = None) -> None:
-        """Move the teacher towards the student; m defaults to `self.momentum`."""
-        m = self.momentum if m is None else m
-        update_momentum(self.encoder_target, self.encoder, m)
-        update_momentum(self.projector_target, self.projector, m)
-
-    def on_train_batch_end(self) -> None:
-        self.momentum_update()
 
     def teacher_targets(self, teacher_logits: Tensor) -> Tensor:
         """The teacher's target distributions softmax((t - center) / teacher_temp), (B, K)."""

@@ -14,12 +14,12 @@ images) and the loss sits at ln(K+1) for the rest of the run. Here a slot counts
 once a real key has been written to it; the very first step has no negatives (loss 0).
 
 The queue, its patient codes and its pointer are buffers: saved in checkpoints, restored on
-resume. `momentum_encoder` and `update_momentum` are the EMA helpers BYOL reuses.
+resume. The EMA helpers live in `medssl.ssl.ema` (BYOL, MoCo v3 and DINO build on its
+`TargetNetworkMethod`; MoCo keeps its reference names encoder_k / projector_k).
 """
 
 from __future__ import annotations
 
-import copy
 
 import torch
 import torch.nn.functional as F
@@ -28,33 +28,13 @@ from torch import Tensor, nn
 from medssl.config import SSLConfig
 from medssl.models.heads import mocov2_projection
 from medssl.ssl import distributed as D
+from medssl.ssl.ema import momentum_encoder, update_momentum  # noqa: F401  (re-exported)
 from medssl.ssl.losses import feature_std, info_nce, mean_cosine
 
 #: Patient code of a key whose patient is unknown (no `patient` passed); never masked as same-patient.
 NO_PATIENT = -1
 #: Patient code of a queue slot that holds no real key yet (the random initial queue); always masked.
 EMPTY_SLOT = -2
-
-
-def momentum_encoder(online: nn.Module) -> nn.Module:
-    """A frozen deep copy of `online` (no gradients; updated only by `update_momentum`)."""
-    target = copy.deepcopy(online)
-    target.requires_grad_(False)
-    return target
-
-
-@torch.no_grad()
-def update_momentum(target: nn.Module, online: nn.Module, m: float) -> None:
-    """EMA of parameters: target <- m * target + (1 - m) * online (m=1 freezes, m=0 copies).
-
-    Buffers (BN running statistics) are not averaged: the target keeps its own, as in the
-    reference implementations; they only matter if the target network is ever run in eval mode.
-    """
-    t_params = [p for p in target.parameters()]
-    o_params = [p.detach() for p in online.parameters()]
-    if len(t_params) != len(o_params):
-        raise ValueError("momentum target and online network have different parameter lists")
-    torch._foreach_lerp_(t_params, o_params, 1.0 - m)
 
 
 class MoCo(nn.Module):

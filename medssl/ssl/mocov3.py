@@ -22,13 +22,12 @@ from medssl.config import SSLConfig
 from medssl.models.heads import mocov3_predictor, mocov3_projection
 from medssl.ssl import distributed as D
 from medssl.ssl.losses import feature_std, mean_cosine, mocov3_loss
-from medssl.ssl.moco import momentum_encoder, update_momentum
+from medssl.ssl.ema import TargetNetworkMethod
 
 
-class MoCoV3(nn.Module):
+class MoCoV3(TargetNetworkMethod):
     """forward(view_a, view_b, patient=None) -> (loss, logs); loss = ctr(q_a, k_b) + ctr(q_b, k_a)."""
 
-    has_momentum_network = True
     #: SyncBN under DDP, as the reference (its heads' BN and the ResNet's over the global batch)
     global_batchnorm = True
 
@@ -37,20 +36,10 @@ class MoCoV3(nn.Module):
         self.encoder = encoder
         self.projector = mocov3_projection(encoder.feature_dim, cfg.proj_hidden, cfg.proj_dim)
         self.predictor = mocov3_predictor(cfg.proj_dim, cfg.pred_hidden)
-        self.encoder_target = momentum_encoder(self.encoder)
-        self.projector_target = momentum_encoder(self.projector)
-        self.momentum = cfg.momentum
+        self.init_target(cfg.momentum)
         self.temperature = cfg.temperature
         self.mask_same_patient = cfg.mask_same_patient
 
-    def momentum_update(self, m: float | None = None) -> None:
-        """Move the momentum encoder towards the online one; m defaults to `self.momentum`."""
-        m = self.momentum if m is None else m
-        update_momentum(self.encoder_target, self.encoder, m)
-        update_momentum(self.projector_target, self.projector, m)
-
-    def on_train_batch_end(self) -> None:
-        self.momentum_update()
 
     def forward(self, view_a: Tensor, view_b: Tensor, patient: Tensor | None = None):
         n = view_a.shape[0]
