@@ -18,10 +18,6 @@ DistributedDataParallel), which write OUT_DIR/rank{RANK}.pt. Methods:
 
 from __future__ import annotations
 
-import socket
-import sys
-from datetime import timedelta
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -30,6 +26,7 @@ from medssl.config import SSLConfig
 from medssl.ssl import build_method
 from medssl.ssl import distributed as D
 from medssl.ssl.train import GlobalBatchNorm
+from tests.ssl.ddp_harness import worker_main
 from tests.ssl.tiny import TinyBNEncoder, TinyEncoder, fixed_batch
 
 WORLD = 2
@@ -103,21 +100,5 @@ def run_all(rank: int = 0, world: int = 1) -> dict:
     return results
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def main(rank: int, port: int, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
-                            timeout=timedelta(seconds=60))
-    try:
-        torch.save(run_all(rank, WORLD), Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
-
-
 if __name__ == "__main__":
-    main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])
+    worker_main(run_all, WORLD)

@@ -1,8 +1,6 @@
 """DDP on CPU (gloo, 2 processes) trains exactly like one process on the same global batch."""
 
 import copy
-import subprocess
-import sys
 from types import SimpleNamespace
 from unittest.mock import patch
 
@@ -13,33 +11,15 @@ from torch import nn
 from medssl.config import SSLConfig
 from medssl.ssl import METHODS, build_method
 from medssl.ssl import distributed as D
-from tests.conftest import REPO
-from tests.ssl.ddp_worker import GLOBAL_BATCH, PATIENTS, STEPS, WORLD, free_port, run_all
+from tests.ssl.ddp_harness import launch
+from tests.ssl.ddp_worker import GLOBAL_BATCH, PATIENTS, STEPS, WORLD, run_all
 from tests.ssl.tiny import TinyEncoder, one_torch_thread  # noqa: F401 (autouse fixture)
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """(1-process results computed here, [rank 0, rank 1] results from 2 gloo processes)."""
-    out = tmp_path_factory.mktemp("ddp")
-    port = str(free_port())
-    logs = [out / f"rank{r}.log" for r in range(WORLD)]
-    procs = []
-    for r in range(WORLD):
-        with open(logs[r], "w") as log:  # files, not pipes: a chatty rank cannot block on a full pipe
-            procs.append(subprocess.Popen([sys.executable, "-m", "tests.ssl.ddp_worker", str(r), port, str(out)],
-                                          cwd=REPO, stdout=log, stderr=subprocess.STDOUT))
-    single = run_all(0, 1)  # while the ranks start up
-    try:
-        for p in procs:
-            p.wait(timeout=180)
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, log in zip(procs, logs):
-        assert p.returncode == 0, log.read_text()[-3000:]
-    return single, [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+    return launch("tests.ssl.ddp_worker", tmp_path_factory.mktemp("ddp"), run_all, WORLD)
 
 
 def _assert_equivalent(single, ranks):

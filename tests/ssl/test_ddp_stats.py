@@ -3,39 +3,19 @@ VICReg (variance, covariance), SwAV (Sinkhorn), DINO (centre) and MoCo v3's gath
 2 ranks x 4 rows train exactly like 1 process x 8 rows; per-rank statistics (the `*_local`
 negative controls of tests/ssl/ddp_worker_stats.py) do not."""
 
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from tests.conftest import REPO
-from tests.ssl.ddp_worker_stats import METHODS, STEPS, WORLD, free_port, run_all
+from tests.ssl.ddp_harness import launch
+from tests.ssl.ddp_worker_stats import METHODS, STEPS, WORLD, run_all
 from tests.ssl.tiny import one_torch_thread  # noqa: F401 (autouse fixture)
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """(1-process results computed here, [rank 0, rank 1] results from 2 gloo processes)."""
-    out = tmp_path_factory.mktemp("ddp_stats")
-    port = str(free_port())
-    logs = [out / f"rank{r}.log" for r in range(WORLD)]
-    procs = []
-    for r in range(WORLD):
-        with open(logs[r], "w") as log:  # files, not pipes: a chatty rank cannot block on a full pipe
-            procs.append(subprocess.Popen([sys.executable, "-m", "tests.ssl.ddp_worker_stats", str(r), port, str(out)],
-                                          cwd=REPO, stdout=log, stderr=subprocess.STDOUT))
-    single = run_all(0, 1)  # while the ranks start up
-    try:
-        for p in procs:
-            p.wait(timeout=180)
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, log in zip(procs, logs):
-        assert p.returncode == 0, log.read_text()[-3000:]
-    return single, [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+    return launch("tests.ssl.ddp_worker_stats", tmp_path_factory.mktemp("ddp_stats"), run_all, WORLD)
 
 
 def _max_rel_diff(a: dict, b: dict) -> float:
