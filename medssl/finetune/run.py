@@ -46,6 +46,24 @@ def _device(cfg: Config) -> str:
     return "cpu"
 
 
+def init_model_spec(cfg: Config, init: str):
+    """The architecture an init's weights need: the `export-backbone` JSON beside them when it names one
+    (a study may compare a ViT's MAE encoder with ResNet inits), else cfg.model."""
+    import json
+
+    spec_path = Path(str(init)).with_suffix(".json") if init != "random" else None
+    if spec_path is not None and spec_path.is_file():
+        try:
+            spec = json.loads(spec_path.read_text())
+        except (OSError, ValueError):
+            spec = {}
+        if isinstance(spec, dict) and spec.get("arch"):
+            model = {k: getattr(cfg.model, k) for k in ("arch", "in_channels", "input_size", "patch_size", "vit_depth")}
+            model.update({k: spec[k] for k in model if spec.get(k) is not None})
+            return model
+    return cfg.model
+
+
 def build_init_encoder(cfg: Config, init: str):
     """The encoder of `init`: "random" (weights drawn from cfg.seed) or a checkpoint / export / state dict."""
     from medssl.models.backbones import encoder_from_config
@@ -54,7 +72,7 @@ def build_init_encoder(cfg: Config, init: str):
     state = torch.random.get_rng_state()
     torch.manual_seed(int(cfg.seed))
     try:
-        encoder = encoder_from_config(cfg.model)
+        encoder = encoder_from_config(init_model_spec(cfg, init))
     finally:
         torch.random.set_rng_state(state)
     if init != "random":
@@ -365,10 +383,12 @@ def finetune_cell(cfg: Config, *, manifest_df: pd.DataFrame, images, budgets_df:
                       "selected": json.dumps(selected)}
         val_probs = predict_images(model, images, val, batch_size=ft.batch_size, device=device)
         predict = lambda s: predict_images(model, images, s, batch_size=ft.batch_size, device=device)  # noqa: E731
-    checkpoint.update(arch=cfg.model.arch, in_channels=cfg.model.in_channels, input_size=cfg.model.input_size,
+    spec = init_model_spec(cfg, init)   # the encoder's own architecture (an init may bring another one)
+    get = spec.get if isinstance(spec, dict) else (lambda k: getattr(spec, k))
+    checkpoint.update(arch=get("arch"), in_channels=get("in_channels"), input_size=get("input_size"),
                       labels=labels, mode=mode, best_epoch=best_epoch, seed=seed)
-    if cfg.model.arch.startswith("vit_"):   # the ViT's shape needs these to be rebuilt (medssl.models.export)
-        checkpoint.update(patch_size=cfg.model.patch_size, vit_depth=cfg.model.vit_depth)
+    if str(get("arch")).startswith("vit_"):   # the ViT's shape needs these to be rebuilt (medssl.models.export)
+        checkpoint.update(patch_size=get("patch_size"), vit_depth=get("vit_depth"))
     ckpt_path = out_dir / "best.pt"
     with atomic.atomic_path(ckpt_path) as tmp:
         torch.save(checkpoint, tmp)

@@ -243,3 +243,20 @@ def test_batchnorm_recalibration_sets_exact_statistics_of_the_training_images():
     per_batch = torch.stack([a.var(dim=(0, 2, 3), correction=1) for a in act.split(3)])
     torch.testing.assert_close(bn.running_var, per_batch.mean(0), atol=1e-5, rtol=1e-4)
     assert not net.training and bn.momentum == 0.1
+
+
+def test_an_init_of_another_architecture_is_built_from_its_exported_spec(tmp_path, tiny_data):
+    """A study with ResNet inits can also hold a ViT encoder (e.g. MAE): its export-backbone JSON names the
+    architecture, and the cell builds and records that one, not the study's model.arch."""
+    import json
+
+    from medssl.models.backbones import build_encoder
+
+    vit = build_encoder("vit_tiny", 1, 32, patch_size=8, vit_depth=2)
+    torch.save(vit.net.state_dict(), tmp_path / "vit.pt")
+    (tmp_path / "vit.json").write_text(json.dumps({"arch": "vit_tiny", "in_channels": 1, "input_size": 32,
+                                                   "patch_size": 8, "vit_depth": 2}))
+    r = _cell(tmp_path, tiny_data, "vitcell", init=str(tmp_path / "vit.pt"))
+    ckpt = torch.load(r["checkpoint"], weights_only=True)
+    assert (ckpt["arch"], ckpt["patch_size"], ckpt["vit_depth"]) == ("vit_tiny", 8, 2)
+    assert np.isfinite(r["mean_auc"])
