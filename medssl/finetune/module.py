@@ -46,13 +46,17 @@ class FinetuneModule(pl.LightningModule):
 
     augment: optional callable (x (B,1,H,W) float in [0,1], generator, boxes (B,4) int64) -> x, applied
     to training batches only (the modality-safe policy from medssl.augment; crops inside `boxes`).
+    freeze_bn_stats: BatchNorm layers normalise with their running statistics during training too (their
+    affine weights still train): used after the statistics were recalibrated on the training images, so
+    the fine-tuning start is exactly the fitted probe and a 50-image batch's noisy statistics never replace them.
     """
 
     def __init__(self, model: Classifier, val_set: LabeledSet, labels: Sequence[str], *, lr: float = 1e-3,
                  encoder_lr_mult: float = 0.1, weight_decay: float = 1e-4, epochs: int = 10,
                  tasks: Sequence[str] | None = None, pos_weight: np.ndarray | None = None,
-                 augment: Callable | None = None, seed: int = 0):
+                 augment: Callable | None = None, seed: int = 0, freeze_bn_stats: bool = False):
         super().__init__()
+        self.freeze_bn_stats = freeze_bn_stats
         self.model = model
         self.val_set = val_set
         self.labels = list(labels)
@@ -71,6 +75,14 @@ class FinetuneModule(pl.LightningModule):
 
     def forward(self, x):
         return self.model(x)
+
+    def on_train_epoch_start(self) -> None:
+        # explicit, not left to the mode a module happened to be in when fit started
+        self.model.train()
+        if self.freeze_bn_stats:
+            for m in self.model.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
 
     def training_step(self, batch, batch_idx):
         x, y, m, boxes = batch

@@ -213,7 +213,7 @@ def _fit_full(cfg, encoder, images, train: fd.LabeledSet, val: fd.LabeledSet, la
     module = FinetuneModule(model, val, labels, lr=lr, encoder_lr_mult=encoder_lr_mult,
                             weight_decay=ft.weight_decay, epochs=epochs, tasks=tasks,
                             pos_weight=class_pos_weight(train.targets, train.mask) if ft.class_weights else None,
-                            augment=augment, seed=seed)
+                            augment=augment, seed=seed, freeze_bn_stats=head_init is not None)
     if head_init is not None:
         module.set_initial_candidate(head_init[0].val_score, head_init[0].score_name)
     trainer = pl.Trainer(max_epochs=epochs, accelerator=cfg.trainer.accelerator, devices=1,
@@ -267,7 +267,8 @@ def _fit_full_search(cfg, init, images, train, val, labels, tasks, seed, augment
 
     With finetune.head_init "probe" (LP-FT, Kumar et al. 2022) the init's BatchNorm statistics are first
     recalibrated on the labeled training images, a logistic probe is fitted on the recalibrated frozen
-    features, and every trial starts from that encoder and that head (the same start for every lr)."""
+    features, and every trial starts from that encoder and that head (the same start for every lr),
+    its BN statistics kept frozen while the weights train (FinetuneModule.freeze_bn_stats)."""
     import copy
 
     from medssl.finetune.features import encode

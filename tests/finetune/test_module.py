@@ -68,3 +68,28 @@ def test_feature_store_computes_only_missing_rows(tmp_path):
     (tmp_path / "k" / "train.npz").write_bytes(b"corrupt")
     FeatureStore(tmp_path, "k").get("train", [1], compute)   # recomputed, not trusted
     assert calls[-1] == [1]
+
+
+def test_frozen_batchnorm_statistics_stay_put_while_the_weights_train():
+    import lightning.pytorch as pl
+
+    from medssl.finetune.data import ImageDataset, make_set
+    from medssl.finetune.module import Classifier, FinetuneModule
+    from medssl.models.backbones import build_encoder
+    from tests.finetune.conftest import make_dataset
+
+    man, imgs = make_dataset(n_patients=20, size=32)
+    from medssl.finetune.data import ArrayImages
+
+    train = make_set(man, np.arange(16), ["A", "B"], "train")
+    loader = torch.utils.data.DataLoader(ImageDataset(ArrayImages(imgs), train), batch_size=8)
+    for freeze in (True, False):
+        torch.manual_seed(0)
+        model = Classifier(build_encoder("resnet18", 1, 32), 2, 32)
+        bn = model.encoder.net.bn1
+        before_mean, before_w = bn.running_mean.clone(), bn.weight.detach().clone()
+        module = FinetuneModule(model, train, ["A", "B"], epochs=1, freeze_bn_stats=freeze)
+        pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                   enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0).fit(module, loader)
+        assert torch.equal(bn.running_mean, before_mean) == freeze      # statistics frozen only when asked
+        assert not torch.equal(bn.weight.detach(), before_w)            # the affine weights train either way
