@@ -216,6 +216,7 @@ def _fit_full(cfg, encoder, images, train: fd.LabeledSet, val: fd.LabeledSet, la
                             augment=augment, seed=seed, freeze_bn_stats=head_init is not None)
     if head_init is not None:
         module.set_initial_candidate(head_init[0].val_score, head_init[0].score_name)
+    model.train()   # FinetuneModule sets the modes per epoch (BN statistics frozen with the probe start)
     trainer = pl.Trainer(max_epochs=epochs, accelerator=cfg.trainer.accelerator, devices=1,
                          check_val_every_n_epoch=every,
                          precision=cfg.trainer.precision, deterministic=cfg.trainer.deterministic,
