@@ -47,8 +47,9 @@ class FinetuneModule(pl.LightningModule):
     augment: optional callable (x (B,1,H,W) float in [0,1], generator, boxes (B,4) int64) -> x, applied
     to training batches only (the modality-safe policy from medssl.augment; crops inside `boxes`).
     freeze_bn_stats: BatchNorm layers normalise with their running statistics during training too (their
-    affine weights still train): used after the statistics were recalibrated on the training images, so
-    the fine-tuning start is exactly the fitted probe and a 50-image batch's noisy statistics never replace them.
+    affine weights still train): with a head initialised from a probe on the frozen (eval-mode)
+    features, the fine-tuning start is then exactly that probe, and a 50-image batch's noisy statistics
+    never replace the init's.
     """
 
     def __init__(self, model: Classifier, val_set: LabeledSet, labels: Sequence[str], *, lr: float = 1e-3,

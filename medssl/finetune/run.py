@@ -238,57 +238,23 @@ def probe_head_into(head: torch.nn.Linear, probe) -> None:
         head.bias.copy_(torch.as_tensor(b, dtype=head.bias.dtype))
 
 
-@torch.no_grad()
-def recalibrate_batchnorm(encoder: torch.nn.Module, images, rows, *, batch_size: int = 64,
-                          input_size: int | None = None, device: str = "cpu") -> torch.nn.Module:
-    """Set every BatchNorm's running statistics to the average of its batch statistics over images[rows]
-    in near-equal batches ("precise BN"; the means then average to the exact mean of the first BN's
-    input); no weight changes; returns the encoder in eval mode. A random init's running statistics are the
-    placeholders 0 and 1, so its eval-mode features differ from what training-mode BN computes on
-    the first step; recalibrated, the fine-tuning start and the first training steps agree."""
-    bns = [m for m in encoder.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not bns:
-        return encoder.eval()
-    momenta = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None          # cumulative average over the batches below
-    encoder.to(device).train()
-    rows = np.asarray(rows)
-    for chunk in np.array_split(rows, max(1, -(-len(rows) // batch_size))):   # equal weight per batch
-        encoder(fd.resize_batch(fd.image_batch(images, chunk).to(device), input_size))
-    for m, mom in zip(bns, momenta):
-        m.momentum = mom
-    return encoder.eval()
-
-
-def _fit_full_search(cfg, init, images, train, val, labels, tasks, seed, augment):
+def _fit_full_search(cfg, init, images, train, val, labels, tasks, seed, augment, features=None):
     """One full fine-tuning run per trial of `full_trials`, each from a fresh copy of the init encoder;
     returns (best module, the chosen trial, per-trial history). Ties keep the earlier trial.
 
-    With finetune.head_init "probe" (LP-FT, Kumar et al. 2022) the init's BatchNorm statistics are first
-    recalibrated on the labeled training images, a logistic probe is fitted on the recalibrated frozen
-    features, and every trial starts from that encoder and that head (the same start for every lr),
-    its BN statistics kept frozen while the weights train (FinetuneModule.freeze_bn_stats)."""
-    import copy
-
-    from medssl.finetune.features import encode
-
-    ft = cfg.finetune
-    device = _device(cfg)
-    start, head_init = build_init_encoder(cfg, init), None
-    if ft.head_init == "probe":
-        start = recalibrate_batchnorm(start, images, train.rows, batch_size=ft.batch_size,
-                                      input_size=cfg.model.input_size, device=device).cpu()
-        features = lambda split, rows: encode(start, images, rows, batch_size=ft.batch_size,  # noqa: E731
-                                              input_size=cfg.model.input_size, device=device)
+    With finetune.head_init "probe" (LP-FT, Kumar et al. 2022) every trial starts from the init with its
+    head set to the logistic probe fitted on the init's frozen features (`features`: the cell's feature
+    getter, the same features and fit as the study's `linear` cells), BatchNorm statistics kept as
+    they are while the weights train (FinetuneModule.freeze_bn_stats), so the start is exactly that
+    probe (candidate epoch -1) and full fine-tuning can only improve on it on val."""
+    head_init = None
+    if cfg.finetune.head_init == "probe":
         probe = _fit_probe(cfg, "linear", features, train, val, labels, tasks)
-        start = start.cpu()
         head_init = (probe, probe.val_score)
         log.info("full fine-tuning starts from the logistic probe (%s %.4f)", probe.score_name, probe.val_score)
     best, best_trial, trials = None, None, []
     for trial in full_trials(cfg, init):
-        module = _fit_full(cfg, copy.deepcopy(start), images, train, val, labels, tasks, seed, augment,
+        module = _fit_full(cfg, build_init_encoder(cfg, init), images, train, val, labels, tasks, seed, augment,
                            **trial, head_init=head_init)
         trials.append({**trial, "best_epoch": module.best_epoch, "val_score": module.best_score,
                        "epochs": module.history})
@@ -354,7 +320,8 @@ def finetune_cell(cfg: Config, *, manifest_df: pd.DataFrame, images, budgets_df:
              init, mode, budget, seed, len(train), len(val))
 
     # 2. fit and select on val
-    if mode in PROBE_MODES:
+    features = None
+    if mode in PROBE_MODES or ft.head_init == "probe":
         from medssl.finetune.features import FeatureStore, feature_key
 
         store = None
@@ -365,6 +332,7 @@ def finetune_cell(cfg: Config, *, manifest_df: pd.DataFrame, images, budgets_df:
                                     images_fingerprint=images_fingerprint(images))
             store = FeatureStore(feature_dir or ft.feature_dir or out_dir / "features", key, desc)
         features = feature_getter(cfg, build_init_encoder(cfg, init), images, store, device)
+    if mode in PROBE_MODES:
         probe = _fit_probe(cfg, mode, features, train, val, labels, tasks)
         best_epoch, score, score_name, selected = -1, probe.val_score, probe.score_name, probe.selected
         history = probe.history
@@ -377,7 +345,8 @@ def finetune_cell(cfg: Config, *, manifest_df: pd.DataFrame, images, budgets_df:
         val_probs = probe.predict(features("val", val.rows))
         predict = lambda s: probe.predict(features("test", s.rows))  # noqa: E731
     else:
-        module, trial, trials = _fit_full_search(cfg, init, images, train, val, labels, tasks, seed, augment)
+        module, trial, trials = _fit_full_search(cfg, init, images, train, val, labels, tasks, seed, augment,
+                                                 features)
         best_epoch, score, score_name = module.best_epoch, module.best_score, module.score_name
         selected, history = {**trial, "epoch": module.best_epoch}, trials
         model = module.best_model()

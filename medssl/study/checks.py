@@ -66,9 +66,12 @@ def pretraining_warnings(name: str, s: dict, collapse_threshold: float = 0.01) -
     loss, chance = s.get("final_loss"), s.get("chance_loss")
     if loss is not None and chance:
         if loss >= (1 - CHANCE_LOSS_MARGIN) * chance:
+            hard = (" With MICLe pairs (two different images are positives) and a large queue the loss can stay "
+                    "this close to chance while the features still improve: compare its probe and kNN rows with "
+                    "random init before discarding it." if s.get("pairs") == "micle" else "")
             out.append(f"pretraining '{name}' ({s.get('method')}) ended with loss {loss:.3f}, within "
-                       f"{CHANCE_LOSS_MARGIN:.0%} of chance ln(negatives + 1) = {chance:.3f}: it barely learned to tell "
-                       f"images apart. Likely causes: {CAUSES}.")
+                       f"{CHANCE_LOSS_MARGIN:.0%} of chance ln(negatives + 1) = {chance:.3f}: it may barely have learned "
+                       f"to tell images apart. Likely causes: {CAUSES}.{hard}")
     std = s.get("feat_std")
     if std is not None and std < 2 * collapse_threshold:
         out.append(f"pretraining '{name}' ended near representation collapse (feat_std {std:.4f}; spread "

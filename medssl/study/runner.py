@@ -367,9 +367,8 @@ def search_description(cfg) -> str:
         + ", one trial per learning "
         f"rate in {{{lrs}}} ({len(ft.lr_grid or [ft.lr])} trials for every init); encoder lr multiplier 1.0 for the "
         f"random init, {ft.encoder_lr_mult:g} for pretrained inits; "
-        + ("every trial starts from the init with its BatchNorm statistics recalibrated on the training images "
-           "(then kept frozen) and its head from the logistic probe fitted on those features (LP-FT); the untouched "
-           "start counts as epoch -1; " if ft.head_init == "probe" else "")
+        + ("every trial starts its head from the init's fitted logistic probe (LP-FT; BatchNorm statistics kept "
+           "frozen), so the untouched start, epoch -1, is exactly the `linear` cell; " if ft.head_init == "probe" else "")
         + "the (trial, epoch) with the best val mean AUC is kept.",
         f"- labelled validation subset per cell: `study.val_labels = {cfg.study.val_labels}` "
         "(budget: whole val patients, no more images than the training budget, nested per seed).",

@@ -96,7 +96,7 @@ def test_pretrained_init_is_loaded_and_changes_features(tmp_path, tiny_data):
     enc = build_encoder("resnet18")
     torch.save({"state_dict": {f"encoder.net.{k}": v for k, v in enc.net.state_dict().items()}}, tmp_path / "p.ckpt")
     r = _cell(tmp_path, tiny_data, "pre", init=str(tmp_path / "p.ckpt"))
-    rnd = _cell(tmp_path, tiny_data, "rnd")
+    _cell(tmp_path, tiny_data, "rnd")
     assert len(list((tmp_path / "features").iterdir())) == 2   # one store per init
     val_probs = lambda res: pd.read_csv(tmp_path / res / "val_predictions.csv")[["prob_A", "prob_B"]]  # noqa: E731
     assert not np.allclose(val_probs("pre").to_numpy(), val_probs("rnd").to_numpy())
@@ -198,51 +198,21 @@ def test_long_small_budget_trials_validate_at_most_twelve_times_including_the_la
 
 
 def test_full_fine_tuning_starts_from_the_fitted_probe_and_can_only_improve_on_it_on_val(tmp_path, tiny_data):
-    """LP-FT: the head starts as a logistic probe fitted on the (BN-recalibrated) init's frozen features;
-    the untouched start is candidate epoch -1 with that probe's val score, so selection never ends below it."""
+    """LP-FT: the head starts as the cell's logistic probe (same features, same val subset); the untouched
+    start is candidate epoch -1 with exactly the linear cell's val score, so selection never ends below it."""
     import json
 
-    from medssl.finetune import data as fd
-    from medssl.finetune.features import encode
-    from medssl.finetune.probe import fit_linear_probe
-    from medssl.finetune.run import build_init_encoder, labeled_val_rows, recalibrate_batchnorm
-
-    man, imgs = tiny_data
     cfg = tiny_config(**{"finetune.epochs": 2, "finetune.lr_grid": "[0.001]"})
+    lin = _cell(tmp_path, tiny_data, "lin", cfg=cfg)
     full = _cell(tmp_path, tiny_data, "full", mode="full", cfg=cfg)
     (trial,) = json.loads((tmp_path / "full" / "history.json").read_text())["history"]
     start = trial["epochs"][0]
-    # the probe by hand: recalibrated encoder, its features, the fitted logistic regression
-    train = fd.make_set(man, fd.labeled_train_rows(man, budgets_for(man), 40, 0), ["A", "B"], "train")
-    val = fd.make_set(man, labeled_val_rows(cfg, man, ["A", "B"], 40, 0), ["A", "B"], "val")
-    enc = recalibrate_batchnorm(build_init_encoder(cfg, "random"), ArrayImages(imgs), train.rows, input_size=32)
-    f = lambda s: encode(enc, ArrayImages(imgs), s.rows, input_size=32)  # noqa: E731
-    probe = fit_linear_probe(f(train), train, f(val), val, ["A", "B"])
-    assert start["epoch"] == -1 and start["val_mean_auc"] == pytest.approx(probe.val_score)
-    assert full["val_score"] >= probe.val_score
+    assert start["epoch"] == -1 and start["val_mean_auc"] == pytest.approx(lin["val_score"])
+    assert full["val_score"] >= lin["val_score"]
     plain = _cell(tmp_path, tiny_data, "plain", mode="full",
                   cfg=tiny_config(**{"finetune.epochs": 2, "finetune.lr_grid": "[0.001]", "finetune.head_init": "random"}))
     (trial,) = json.loads((tmp_path / "plain" / "history.json").read_text())["history"]
     assert [e["epoch"] for e in trial["epochs"]] == [0, 1] and plain["best_epoch"] >= 0
-
-
-def test_batchnorm_recalibration_sets_exact_statistics_of_the_training_images():
-    import torch
-
-    from medssl.finetune.data import ArrayImages
-    from medssl.finetune.run import recalibrate_batchnorm
-
-    rng = np.random.default_rng(0)
-    imgs = ArrayImages((rng.random((10, 8, 8)) * 255).astype(np.uint8))
-    net = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), torch.nn.BatchNorm2d(3))
-    recalibrate_batchnorm(net, imgs, np.arange(9), batch_size=4)       # 9 rows -> batches of 3, 3, 3
-    x = torch.from_numpy(np.stack([imgs[i] for i in range(9)]).astype(np.float32) / 255)[:, None]
-    act = net[0](x)
-    bn = net[1]
-    torch.testing.assert_close(bn.running_mean, act.mean(dim=(0, 2, 3)), atol=1e-5, rtol=1e-5)
-    per_batch = torch.stack([a.var(dim=(0, 2, 3), correction=1) for a in act.split(3)])
-    torch.testing.assert_close(bn.running_var, per_batch.mean(0), atol=1e-5, rtol=1e-4)
-    assert not net.training and bn.momentum == 0.1
 
 
 def test_an_init_of_another_architecture_is_built_from_its_exported_spec(tmp_path, tiny_data):

@@ -103,6 +103,8 @@ def test_chance_and_pretraining_warnings_name_the_cause():
     for needle in ("within 5% of chance", "near representation collapse", "3,000 two-view samples",
                    "782 unlabelled images", "32 px"):
         assert needle in text
+    micle = " ".join(pretraining_warnings("moco", {**s, "pairs": "micle"}))
+    assert "compare its probe and kNN rows" in micle and "compare its probe" not in text
     assert pretraining_warnings("ok", {"method": "simclr", "final_loss": 3.0, "chance_loss": 4.85,
                                        "feat_std": 0.05, "samples_seen": 30000, "n_images": 5000,
                                        "input_size": 128}) == []
