@@ -15,13 +15,11 @@ global too.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from medssl.config import SSLConfig
 from medssl.models.heads import barlowtwins_projection
 from medssl.ssl import distributed as D
-from medssl.ssl.losses import feature_std, mean_cosine
 from medssl.ssl.losses_noncontrastive import barlow_twins_loss
 from medssl.ssl.single_network import SingleNetworkMethod
 
@@ -39,15 +37,6 @@ class BarlowTwins(SingleNetworkMethod):
         self.lambd = cfg.barlow_lambda
 
     def forward(self, view_a: Tensor, view_b: Tensor, patient: Tensor | None = None):
-        n = view_a.shape[0]
-        z = self.projector(self.encoder(torch.cat([view_a, view_b]))).float()
-        z_a, z_b = z[:n], z[n:]
+        z_a, z_b = self.project_views(view_a, view_b, normalize=False)
         loss = barlow_twins_loss(D.gather_with_grad(z_a), D.gather_with_grad(z_b), self.lambd)
-        with torch.no_grad():
-            off_diagonal = ~torch.eye(n, dtype=torch.bool, device=z.device)
-            logs = {
-                "pos_sim": torch.nn.functional.cosine_similarity(z_a, z_b, dim=1).mean(),
-                "neg_sim": mean_cosine(z_a, z_b, off_diagonal),
-                "feat_std": feature_std(z_a),
-            }
-        return loss, logs
+        return loss, self.pair_logs(z_a, z_b)

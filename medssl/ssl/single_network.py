@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from medssl.ssl.losses import feature_std, mean_cosine
+
 
 class SingleNetworkMethod(nn.Module):
     """A method with one online encoder + projector and no EMA target.
@@ -26,11 +28,25 @@ class SingleNetworkMethod(nn.Module):
     def on_train_batch_end(self) -> None:
         """Nothing to do after an optimizer step."""
 
-    def project_views(self, view_a: Tensor, view_b: Tensor) -> tuple[Tensor, Tensor]:
-        """Both (B,1,H,W) views through encoder + projector in one pass -> two (B, D) unit vectors.
+    def project_views(self, view_a: Tensor, view_b: Tensor, normalize: bool = True) -> tuple[Tensor, Tensor]:
+        """Both (B,1,H,W) views through encoder + projector in one pass -> two (B, D) float32 embeddings.
 
-        One pass, so BatchNorm sees the 2B-sample batch, as in the SimCLR paper.
+        One pass, so BatchNorm sees the 2B-sample batch, as in the SimCLR paper. `normalize`: unit
+        vectors (contrastive and clustering losses); off for losses on raw embeddings (Barlow Twins, VICReg).
         """
         n = view_a.shape[0]
-        z = F.normalize(self.projector(self.encoder(torch.cat([view_a, view_b]))).float(), dim=1)
+        z = self.projector(self.encoder(torch.cat([view_a, view_b]))).float()
+        if normalize:
+            z = F.normalize(z, dim=1)
         return z[:n], z[n:]
+
+    @staticmethod
+    @torch.no_grad()
+    def pair_logs(z_a: Tensor, z_b: Tensor) -> dict[str, Tensor]:
+        """Monitors of two (B, D) embeddings of the same B samples: pos_sim, neg_sim, feat_std."""
+        off_diagonal = ~torch.eye(z_a.shape[0], dtype=torch.bool, device=z_a.device)
+        return {
+            "pos_sim": F.cosine_similarity(z_a, z_b, dim=1).mean(),
+            "neg_sim": mean_cosine(z_a, z_b, off_diagonal),
+            "feat_std": feature_std(z_a),
+        }

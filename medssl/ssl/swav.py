@@ -32,7 +32,6 @@ from torch import Tensor, nn
 
 from medssl.config import SSLConfig
 from medssl.models.heads import swav_projection
-from medssl.ssl.losses import feature_std, mean_cosine
 from medssl.ssl.losses_noncontrastive import sinkhorn, swav_loss
 from medssl.ssl.multicrop import check_multicrop, local_crops
 from medssl.ssl.single_network import SingleNetworkMethod
@@ -97,8 +96,7 @@ class SwAV(SingleNetworkMethod):
             with torch.no_grad():
                 self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
         n_local, size, scale = self.multicrop
-        z = F.normalize(self.projector(self.encoder(torch.cat([view_a, view_b]))).float(), dim=1)
-        z_views = [z[:n], z[n:]]
+        z_views = list(self.project_views(view_a, view_b))
         z_crops = []
         if n_local:
             small = torch.cat(local_crops(view_a, view_b, n_local, size, scale))
@@ -106,15 +104,9 @@ class SwAV(SingleNetworkMethod):
         scores = [self._scores(zc) for zc in z_views + z_crops]
         codes = [self._codes(scores[i].detach(), i) for i in range(2)]
         loss = swav_loss(scores, codes, self.temperature)
-        with torch.no_grad():
-            off_diagonal = ~torch.eye(n, dtype=torch.bool, device=z.device)
-            logs = {
-                "pos_sim": (z_views[0] * z_views[1]).sum(dim=1).mean(),
-                "neg_sim": mean_cosine(z_views[0], z_views[1], off_diagonal),
-                "feat_std": feature_std(z_views[0]),
-                # share of the prototypes that are some sample's top code: ~1/K when all samples take one
-                "prototypes_used": codes[0].argmax(dim=1).unique().numel() / codes[0].shape[1] * z.new_ones(()),
-            }
+        logs = self.pair_logs(*z_views)
+        # share of the prototypes that are some sample's top code: ~1/K when all samples take one
+        logs["prototypes_used"] = codes[0].argmax(dim=1).unique().numel() / codes[0].shape[1] * view_a.new_ones(())
         if self.training:
             self._enqueue(z_views)
             self.iteration += 1

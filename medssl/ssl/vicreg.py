@@ -13,13 +13,11 @@ term is per sample and stays local (the mean over ranks of the local MSEs is the
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from medssl.config import SSLConfig
 from medssl.models.heads import vicreg_expander
 from medssl.ssl import distributed as D
-from medssl.ssl.losses import feature_std, mean_cosine
 from medssl.ssl.losses_noncontrastive import vicreg_terms
 from medssl.ssl.single_network import SingleNetworkMethod
 
@@ -38,19 +36,11 @@ class VICReg(SingleNetworkMethod):
         self.gamma = cfg.vicreg_gamma
 
     def forward(self, view_a: Tensor, view_b: Tensor, patient: Tensor | None = None):
-        n = view_a.shape[0]
-        z = self.projector(self.encoder(torch.cat([view_a, view_b]))).float()
-        z_a, z_b = z[:n], z[n:]
+        z_a, z_b = self.project_views(view_a, view_b, normalize=False)
         inv, var, cov = vicreg_terms(z_a, z_b, all_a=D.gather_with_grad(z_a), all_b=D.gather_with_grad(z_b),
                                      gamma=self.gamma)
         sim_c, std_c, cov_c = self.coeffs
         loss = sim_c * inv + std_c * var + cov_c * cov
-        with torch.no_grad():
-            off_diagonal = ~torch.eye(n, dtype=torch.bool, device=z.device)
-            logs = {
-                "pos_sim": torch.nn.functional.cosine_similarity(z_a, z_b, dim=1).mean(),
-                "neg_sim": mean_cosine(z_a, z_b, off_diagonal),
-                "feat_std": feature_std(z_a),
-                "invariance": inv.detach(), "variance": var.detach(), "covariance": cov.detach(),
-            }
+        logs = self.pair_logs(z_a, z_b)
+        logs.update(invariance=inv.detach(), variance=var.detach(), covariance=cov.detach())
         return loss, logs
