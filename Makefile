@@ -26,7 +26,7 @@ test: $(VENV)/.installed
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) medssl-demo .pytest_cache .hypothesis
+	rm -rf $(VENV) medssl-demo medssl-zoo .pytest_cache .hypothesis
 
 # A longer reader fuzz campaign than the test suite runs (see tests/io/test_fuzz.py).
 fuzz: $(VENV)/.installed
