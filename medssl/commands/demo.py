@@ -104,8 +104,8 @@ METHOD_SETTINGS = {
 }
 DEMO_BATCH = 64
 DEMO_MIN_SAMPLES = 20_000
-DEMO_FINETUNE_EPOCHS = 8
-DEMO_FINETUNE_MIN_STEPS = 24
+DEMO_FINETUNE_EPOCHS = 3
+DEMO_FINETUNE_MIN_STEPS = 9
 #: SimCLR on MICLe pairs: on the embedded data it was the one method whose features beat the random-init
 #: baseline (kNN +0.057 [0.016, 0.098] at 100 labels; 20k samples, 64 px); MoCo v2 on MICLe pairs collapsed
 #: there (feat_std 0.011, loss 5.51 vs chance 5.55) and BYOL tied random. Add others with --methods.
@@ -158,7 +158,7 @@ def run(args) -> int:
         f"trainer.batch_size={DEMO_BATCH}", "trainer.num_workers=0", "trainer.devices=1", "trainer.log_every_n_steps=5",
         "trainer.progress_bar=false", "ssl.proj_hidden=512", "optim.warmup_epochs=1",
         f"trainer.min_samples={DEMO_MIN_SAMPLES}", "data.pretrain_splits=[train, val]",
-        "finetune.batch_size=64", "finetune.lr_grid=[0.0003, 0.001]", f"finetune.min_steps={DEMO_FINETUNE_MIN_STEPS}",
+        "finetune.batch_size=64", "finetune.lr_grid=[0.00003, 0.0001]", f"finetune.min_steps={DEMO_FINETUNE_MIN_STEPS}",
         "evaluate.bootstrap=500",
     ]
     epochs = [f"trainer.max_epochs={args.pretrain_epochs}"]

@@ -365,7 +365,7 @@ def search_description(cfg) -> str:
         f"- full fine-tuning (`full`): AdamW, cosine schedule, {ft.epochs} epochs per trial"
         + (f" (more at small budgets: at least {ft.min_steps} optimizer steps)" if ft.min_steps else "")
         + ", one trial per learning "
-        f"rate in {{{lrs}}} ({len(ft.lr_grid or [ft.lr])} trials for every init); encoder lr multiplier 1.0 for the "
+        f"rate in {{{lrs}}} ({len(ft.lr_grid or [ft.lr])} trials for every init); encoder lr multiplier 1 for the "
         f"random init, {ft.encoder_lr_mult:g} for pretrained inits; "
         + ("every trial starts its head from the init's fitted logistic probe (LP-FT; BatchNorm statistics kept "
            "frozen), so the untouched start, epoch -1, is exactly the `linear` cell; " if ft.head_init == "probe" else "")
