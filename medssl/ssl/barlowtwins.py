@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from medssl.config import SSLConfig
 from medssl.models.heads import barlowtwins_projection
 from medssl.ssl import distributed as D
+from medssl.ssl.losses import pair_monitors
 from medssl.ssl.losses_noncontrastive import barlow_twins_loss
 from medssl.ssl.single_network import SingleNetworkMethod
 
@@ -39,4 +40,4 @@ class BarlowTwins(SingleNetworkMethod):
     def forward(self, view_a: Tensor, view_b: Tensor, patient: Tensor | None = None):
         z_a, z_b = self.project_views(view_a, view_b, normalize=False)
         loss = barlow_twins_loss(D.gather_with_grad(z_a), D.gather_with_grad(z_b), self.lambd)
-        return loss, self.pair_logs(z_a, z_b)
+        return loss, pair_monitors(z_a, z_b)

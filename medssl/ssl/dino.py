@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from medssl.config import SSLConfig
 from medssl.models.heads import DINOHead
-from medssl.ssl.losses import feature_std, mean_cosine
+from medssl.ssl.losses import pair_monitors
 from medssl.ssl.losses_noncontrastive import dino_center, dino_loss
 from medssl.ssl.ema import TargetNetworkMethod
 from medssl.ssl.multicrop import check_multicrop, local_crops
@@ -77,13 +77,8 @@ class DINO(TargetNetworkMethod):
         loss = dino_loss(student, list(teacher.split(n)), center, self.student_temp, self.teacher_temp)
         with torch.no_grad():
             targets = self.teacher_targets(teacher)
-            off_diagonal = ~torch.eye(n, dtype=torch.bool, device=e.device)
-            logs = {
-                "pos_sim": (e[:n] * e_t[n:]).sum(dim=1).mean(),     # student view a vs teacher view b (bottleneck)
-                "neg_sim": mean_cosine(e[:n], e_t[n:], off_diagonal),
-                "feat_std": feature_std(e[:n]),
-                "teacher_entropy": -(targets * targets.clamp(min=1e-12).log()).sum(dim=1).mean(),
-            }
+            logs = pair_monitors(e[:n], e_t[n:])   # student view a vs teacher view b (bottleneck)
+            logs["teacher_entropy"] = -(targets * targets.clamp(min=1e-12).log()).sum(dim=1).mean()
             if self.training:
                 self.center.copy_(dino_center(self.center, teacher, self.center_momentum))
         return loss, logs

@@ -161,3 +161,15 @@ def mean_cosine(a: Tensor, b: Tensor, mask: Tensor | None = None) -> Tensor:
         return sim.mean()
     mask = mask.bool()
     return (sim * mask).sum() / mask.sum().clamp(min=1)
+
+
+@torch.no_grad()
+def pair_monitors(z_a: Tensor, z_b: Tensor) -> dict[str, Tensor]:
+    """Training monitors of two (B, D) embeddings of the same B samples (view a, view b): pos_sim (mean
+    cosine of each pair), neg_sim (mean cosine to the other samples' view b), feat_std of view a."""
+    off_diagonal = ~torch.eye(z_a.shape[0], dtype=torch.bool, device=z_a.device)
+    return {
+        "pos_sim": F.cosine_similarity(z_a, z_b, dim=1).mean(),
+        "neg_sim": mean_cosine(z_a, z_b, off_diagonal),
+        "feat_std": feature_std(z_a),
+    }

@@ -6,8 +6,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from medssl.ssl.losses import feature_std, mean_cosine
-
 
 class SingleNetworkMethod(nn.Module):
     """A method with one online encoder + projector and no EMA target.
@@ -39,14 +37,3 @@ class SingleNetworkMethod(nn.Module):
         if normalize:
             z = F.normalize(z, dim=1)
         return z[:n], z[n:]
-
-    @staticmethod
-    @torch.no_grad()
-    def pair_logs(z_a: Tensor, z_b: Tensor) -> dict[str, Tensor]:
-        """Monitors of two (B, D) embeddings of the same B samples: pos_sim, neg_sim, feat_std."""
-        off_diagonal = ~torch.eye(z_a.shape[0], dtype=torch.bool, device=z_a.device)
-        return {
-            "pos_sim": F.cosine_similarity(z_a, z_b, dim=1).mean(),
-            "neg_sim": mean_cosine(z_a, z_b, off_diagonal),
-            "feat_std": feature_std(z_a),
-        }

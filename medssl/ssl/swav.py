@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from medssl.config import SSLConfig
 from medssl.models.heads import swav_projection
+from medssl.ssl.losses import pair_monitors
 from medssl.ssl.losses_noncontrastive import sinkhorn, swav_loss
 from medssl.ssl.multicrop import check_multicrop, local_crops
 from medssl.ssl.single_network import SingleNetworkMethod
@@ -104,7 +105,7 @@ class SwAV(SingleNetworkMethod):
         scores = [self._scores(zc) for zc in z_views + z_crops]
         codes = [self._codes(scores[i].detach(), i) for i in range(2)]
         loss = swav_loss(scores, codes, self.temperature)
-        logs = self.pair_logs(*z_views)
+        logs = pair_monitors(*z_views)
         # share of the prototypes that are some sample's top code: ~1/K when all samples take one
         logs["prototypes_used"] = codes[0].argmax(dim=1).unique().numel() / codes[0].shape[1] * view_a.new_ones(())
         if self.training:

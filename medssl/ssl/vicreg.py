@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from medssl.config import SSLConfig
 from medssl.models.heads import vicreg_expander
 from medssl.ssl import distributed as D
+from medssl.ssl.losses import pair_monitors
 from medssl.ssl.losses_noncontrastive import vicreg_terms
 from medssl.ssl.single_network import SingleNetworkMethod
 
@@ -41,6 +42,6 @@ class VICReg(SingleNetworkMethod):
                                      gamma=self.gamma)
         sim_c, std_c, cov_c = self.coeffs
         loss = sim_c * inv + std_c * var + cov_c * cov
-        logs = self.pair_logs(z_a, z_b)
+        logs = pair_monitors(z_a, z_b)
         logs.update(invariance=inv.detach(), variance=var.detach(), covariance=cov.detach())
         return loss, logs
